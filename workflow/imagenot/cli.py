@@ -20,6 +20,7 @@ STAGES = [
     "imagenot.wordnet",
     "imagenot.corpus.demo",
     "imagenot.corpus.server",
+    "imagenot.fetch",
     "imagenot.curate.cli",
     "imagenot.download",
     "imagenot.dataset",

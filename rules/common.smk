@@ -1,0 +1,88 @@
+# Configuration, validation and the input functions that choose files. No logic beyond that.
+import json
+
+from snakemake.utils import validate
+
+import imagenot.config as icfg
+
+# Schema check (Snakemake's own validator, which also fills in defaults), then the checks a
+# schema cannot express; both name the offending key.
+validate(config, schema="../workflow/schemas/config.schema.yaml")
+icfg.validate(config, source="workflow config")
+
+WORDNET_ROOT = config["wordnet"]["root"]
+WORDNET_DIR = f"{WORDNET_ROOT}/corpora/wordnet"
+
+SUBSETS = {s["name"]: s for s in config["corpus"]["subsets"]}
+PARTS = [(name, part) for name, s in SUBSETS.items() for part in icfg.part_ids(s)]
+DEMO = config["corpus"].get("demo")
+
+MODELS = list(config["models"])
+SEEDS = config["training"]["seeds"]
+DATASETS = list(config["datasets"])
+CURATED = [d for d, spec in config["datasets"].items() if spec["source"] == "curated"]
+
+TABLES = "results/tables"
+FIGURES = "results/figures"
+
+
+wildcard_constraints:
+    subset="[A-Za-z0-9_.-]+",
+    part="[0-9]+",
+    dataset="[A-Za-z0-9_.-]+",
+    model="[A-Za-z0-9_.-]+",
+    seed="[0-9]+",
+
+
+def as_json(obj):
+    """Config sections travel to the package as one JSON argument (quoted with :q)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def metadata_part(wildcards):
+    return SUBSETS[wildcards.subset]["path"].format(part=wildcards.part)
+
+
+def all_match_parts(kind="parquet"):
+    return [f"results/curate/matches/{s}/{p}.{kind}" for s, p in PARTS]
+
+
+def dataset_dir(wildcards):
+    spec = config["datasets"][wildcards.dataset]
+    if spec["source"] == "curated":
+        return f"results/datasets/{wildcards.dataset}"
+    return spec["path"]
+
+
+def recipe(wildcards):
+    return as_json(icfg.merged_recipe(config, wildcards.model))
+
+
+def model_labels():
+    """What the reference table and figures need of each model (not its training recipe)."""
+    return {
+        name: {k: m[k] for k in ("display_name", "reference_weights") if k in m}
+        for name, m in config["models"].items()
+    }
+
+
+def training_params():
+    return {k: v for k, v in config["training"].items() if k not in ("recipe_defaults", "seeds")}
+
+
+def run_outputs(stage, filename):
+    return expand(
+        f"results/{stage}/{{dataset}}/{{model}}/seed{{seed}}/{filename}",
+        dataset=DATASETS,
+        model=MODELS,
+        seed=SEEDS,
+    )
+
+
+ALL_TARGETS = [
+    f"{TABLES}/curation_filters.csv",
+    f"{TABLES}/accuracies.csv",
+    f"{TABLES}/rank_agreement.csv",
+    f"{FIGURES}/fig1_relative_improvement.png",
+    f"{FIGURES}/fig1_relative_improvement.pdf",
+]

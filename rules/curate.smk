@@ -1,0 +1,111 @@
+# Curation, steps 1-8 of the paper (section 3). Step 1 runs once per metadata part
+# (scatter); the later steps gather per synset.
+
+
+rule curate_vocab:
+    """All WordNet noun lemmas and their plural forms, and the synset table (cached once)."""
+    input:
+        WORDNET_DIR,
+    output:
+        synsets="results/curate/synsets.parquet",
+        vocab="results/curate/vocab.parquet",
+    log:
+        "logs/curate/vocab.log",
+    shell:
+        "imagenot curate vocab --wordnet-root {WORDNET_ROOT}"
+        " --out-synsets {output.synsets} --out-vocab {output.vocab} > {log} 2>&1"
+
+
+rule curate_match:
+    """Step 1: noun synsets named in each caption of one metadata part."""
+    input:
+        metadata=metadata_part,
+        vocab=rules.curate_vocab.output.vocab,
+    output:
+        matches="results/curate/matches/{subset}/{part}.parquet",
+        report="results/curate/matches/{subset}/{part}.json",
+    params:
+        columns=as_json(config["corpus"]["columns"]),
+        max_punsafe=config["curation"]["max_punsafe"],
+    log:
+        "logs/curate/match/{subset}/{part}.log",
+    shell:
+        "imagenot curate match --input {input.metadata} --vocab {input.vocab}"
+        " --columns {params.columns:q} --max-punsafe {params.max_punsafe}"
+        " --key-prefix {wildcards.subset}/{wildcards.part}"
+        " --out {output.matches} --report {output.report} > {log} 2>&1"
+
+
+rule curate_candidates:
+    """Steps 2-5: ImageNet removal, minimum size, leaves of the minimal subtree, NSFW."""
+    input:
+        matches=all_match_parts(),
+        synsets=rules.curate_vocab.output.synsets,
+    output:
+        candidates="results/curate/candidates.parquet",
+        report="results/curate/candidates.json",
+    params:
+        curation=as_json(config["curation"]),
+    log:
+        "logs/curate/candidates.log",
+    shell:
+        "imagenot curate candidates --matches {input.matches} --synsets {input.synsets}"
+        " --params {params.curation:q} --out {output.candidates} --report {output.report} > {log} 2>&1"
+
+
+rule curate_captions:
+    """Step 6: captions naming exactly one candidate synset."""
+    input:
+        matches=all_match_parts(),
+        candidates=rules.curate_candidates.output.candidates,
+    output:
+        captions="results/curate/captions.parquet",
+        report="results/curate/captions.json",
+    log:
+        "logs/curate/captions.log",
+    shell:
+        "imagenot curate captions --matches {input.matches} --candidates {input.candidates}"
+        " --out {output.captions} --report {output.report} > {log} 2>&1"
+
+
+rule curate_text_similarity:
+    """Step 7: caption x synset-gloss text-embedding similarity."""
+    input:
+        captions=rules.curate_captions.output.captions,
+        synsets=rules.curate_vocab.output.synsets,
+    output:
+        "results/curate/text_similarity.parquet",
+    params:
+        text=as_json(config["curation"]["text_similarity"]),
+    log:
+        "logs/curate/text_similarity.log",
+    threads: 2
+    shell:
+        "imagenot curate text-similarity --captions {input.captions} --synsets {input.synsets}"
+        " --params {params.text:q} --out {output} > {log} 2>&1"
+
+
+rule curate_select:
+    """Steps 7-8: similarity threshold, CLIP ranking, K classes x N images."""
+    input:
+        text_similarity=rules.curate_text_similarity.output[0],
+        candidates=rules.curate_candidates.output.candidates,
+    output:
+        classes="results/curate/classes.parquet",
+        selection="results/curate/selection.parquet",
+        table=f"{TABLES}/curation_filters.csv",
+    params:
+        curation=as_json(config["curation"]),
+    log:
+        "logs/curate/select.log",
+    shell:
+        "imagenot curate select --text-similarity {input.text_similarity}"
+        " --candidates {input.candidates} --params {params.curation:q}"
+        " --out-classes {output.classes} --out-selection {output.selection}"
+        " --out-table {output.table} > {log} 2>&1"
+
+
+rule curation_table:
+    """Named target: synsets and captions removed by each curation filter."""
+    input:
+        rules.curate_select.output.table,
