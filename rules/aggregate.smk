@@ -9,6 +9,8 @@ rule accuracies:
         f"{TABLES}/accuracies.csv",
     log:
         "logs/aggregate/accuracies.log",
+    conda:
+        "../envs/analysis.yaml"
     shell:
         "imagenot aggregate accuracies --metrics {input.metrics} --out {output} > {log} 2>&1"
 
@@ -25,6 +27,8 @@ rule rank_agreement:
         analysis=as_json(config["analysis"]),
     log:
         "logs/aggregate/rank_agreement.log",
+    conda:
+        "../envs/analysis.yaml"
     shell:
         "imagenot aggregate rank-agreement --accuracies {input.accuracies}"
         " --reference {input.reference} --predictions {input.predictions}"
@@ -44,6 +48,8 @@ rule fig1:
         analysis=as_json(config["analysis"]),
     log:
         "logs/aggregate/fig1.log",
+    conda:
+        "../envs/analysis.yaml"
     shell:
         "imagenot aggregate fig1 --accuracies {input.accuracies} --reference {input.reference}"
         " --models {params.models:q} --params {params.analysis:q}"

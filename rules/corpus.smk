@@ -15,6 +15,8 @@ if DEMO:
             demo=as_json(DEMO),
         log:
             "logs/demo_corpus.log",
+        conda:
+            "../envs/download.yaml"
         shell:
             "imagenot demo-corpus --wordnet-root {WORDNET_ROOT} --out-dir results/corpus/demo"
             " --params {params.demo:q} > {log} 2>&1"
@@ -34,5 +36,7 @@ for _name, _subset in SUBSETS.items():
                 f"logs/fetch/{_name}/{{part}}.log",
             resources:
                 fetch_slots=1,
+            conda:
+                "../envs/download.yaml"
             shell:
                 "imagenot fetch --url {params.url:q} --out {output} > {log} 2>&1"

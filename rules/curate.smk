@@ -11,6 +11,8 @@ rule curate_vocab:
         vocab="results/curate/vocab.parquet",
     log:
         "logs/curate/vocab.log",
+    conda:
+        "../envs/curate.yaml"
     shell:
         "imagenot curate vocab --wordnet-root {WORDNET_ROOT}"
         " --out-synsets {output.synsets} --out-vocab {output.vocab} > {log} 2>&1"
@@ -29,6 +31,8 @@ rule curate_match:
         max_punsafe=config["curation"]["max_punsafe"],
     log:
         "logs/curate/match/{subset}/{part}.log",
+    conda:
+        "../envs/curate.yaml"
     shell:
         "imagenot curate match --input {input.metadata} --vocab {input.vocab}"
         " --columns {params.columns:q} --max-punsafe {params.max_punsafe}"
@@ -48,6 +52,8 @@ rule curate_candidates:
         curation=as_json(config["curation"]),
     log:
         "logs/curate/candidates.log",
+    conda:
+        "../envs/curate.yaml"
     shell:
         "imagenot curate candidates --matches {input.matches} --synsets {input.synsets}"
         " --params {params.curation:q} --out {output.candidates} --report {output.report} > {log} 2>&1"
@@ -63,6 +69,8 @@ rule curate_captions:
         report="results/curate/captions.json",
     log:
         "logs/curate/captions.log",
+    conda:
+        "../envs/curate.yaml"
     shell:
         "imagenot curate captions --matches {input.matches} --candidates {input.candidates}"
         " --out {output.captions} --report {output.report} > {log} 2>&1"
@@ -80,6 +88,8 @@ rule curate_text_similarity:
     log:
         "logs/curate/text_similarity.log",
     threads: 2
+    conda:
+        "../envs/curate.yaml"
     shell:
         "imagenot curate text-similarity --captions {input.captions} --synsets {input.synsets}"
         " --params {params.text:q} --out {output} > {log} 2>&1"
@@ -98,6 +108,8 @@ rule curate_select:
         curation=as_json(config["curation"]),
     log:
         "logs/curate/select.log",
+    conda:
+        "../envs/curate.yaml"
     shell:
         "imagenot curate select --text-similarity {input.text_similarity}"
         " --candidates {input.candidates} --params {params.curation:q}"

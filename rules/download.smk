@@ -28,6 +28,8 @@ rule download:
     log:
         "logs/download/{dataset}.log",
     threads: config["download"]["processes"]
+    conda:
+        "../envs/download.yaml"
     shell:
         "imagenot download --selection {input.selection} --out-dir results/download/{wildcards.dataset}"
         " --params {params.download:q} {params.serve} > {log} 2>&1"
@@ -44,6 +46,8 @@ rule split:
         split=as_json({**config["split"], "images_per_class": config["curation"]["images_per_class"]}),
     log:
         "logs/split/{dataset}.log",
+    conda:
+        "../envs/download.yaml"
     shell:
         "imagenot split --download-dir results/download/{wildcards.dataset} --classes {input.classes}"
         " --params {params.split:q} --out-dir {output} > {log} 2>&1"

@@ -12,6 +12,8 @@ rule evaluate:
     log:
         "logs/evaluate/{dataset}/{model}/seed{seed}.log",
     threads: config["training"]["threads"]
+    conda:
+        "../envs/train.yaml"
     shell:
         "imagenot evaluate --model {wildcards.model} --recipe {params.recipe:q}"
         " --checkpoint {input.model} --data-dir {input.data} --params {params.evaluation:q}"

@@ -10,6 +10,8 @@ rule reference_accuracies:
         models=as_json(model_labels()),
     log:
         "logs/reference_accuracies.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "imagenot reference --models {params.models:q} --out {output} > {log} 2>&1"
 
@@ -29,6 +31,8 @@ rule train:
     threads: config["training"]["threads"]
     resources:
         train_slots=1,
+    conda:
+        "../envs/train.yaml"
     shell:
         "imagenot train --model {wildcards.model} --recipe {params.recipe:q}"
         " --data-dir {input.data} --seed {wildcards.seed} --params {params.training:q}"

@@ -4,5 +4,7 @@ rule wordnet:
         directory(WORDNET_DIR),
     log:
         "logs/wordnet.log",
+    conda:
+        "../envs/curate.yaml"
     shell:
         "imagenot wordnet --root {WORDNET_ROOT} > {log} 2>&1"
