@@ -1,0 +1,131 @@
+"""The workflow as users run it: Snakemake dry runs and one end-to-end run on a tiny config."""
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+
+
+def snakemake(*args, cwd, timeout=900):
+    return subprocess.run(
+        [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def job_counts(output: str) -> dict:
+    """The 'Job stats' table of a snakemake (dry) run."""
+    counts = {}
+    block = output.split("Job stats:", 1)[1]
+    for line in block.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_paper_dry_run_plans_the_whole_study(tmp_path):
+    t0 = time.perf_counter()
+    r = snakemake("-n", "--configfile", str(ROOT / "config/paper.yaml"), "--directory", str(tmp_path), cwd=ROOT)
+    seconds = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = job_counts(r.stdout + r.stderr)
+    assert counts["fetch_laion2B-en"] == 128
+    assert counts["curate_match"] == 128
+    assert counts["train"] == 9 * 3 and counts["evaluate"] == 9 * 3
+    for rule in ("wordnet", "curate_vocab", "curate_select", "download", "split", "fig1", "rank_agreement"):
+        assert counts[rule] == 1
+    print(f"paper.yaml dry run: {sum(counts.values())} jobs planned in {seconds:.1f} s")
+
+
+def test_demo_dry_run_names_every_target(tmp_path):
+    r = snakemake("-n", "--directory", str(tmp_path), cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = job_counts(r.stdout + r.stderr)
+    assert counts["train"] == counts["evaluate"] == 9
+    r = snakemake("--list-target-rules", cwd=ROOT)
+    targets = set(r.stdout.split())
+    assert {"all", "fig1", "accuracies", "rank_agreement", "curation_table"} <= targets
+
+
+def test_bad_config_fails_naming_the_key(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    cfg["training"]["recipe_defaults"]["epochs"] = "many"
+    cfg["curation"]["n_clases"] = 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", str(bad), "--directory", str(tmp_path), cwd=ROOT)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "n_clases" in out
+    assert "epochs" in out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Run the whole DAG once on the tiny config (about two minutes on 2 cores)."""
+    work = tmp_path_factory.mktemp("tiny")
+    cfg = yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text())
+    cfg["corpus"]["demo"]["port"] = free_port()
+    config = work / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    r = snakemake("--cores", "2", "--configfile", str(config), "--directory", str(work), cwd=ROOT)
+    if r.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((work / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed:\n{r.stderr[-4000:]}\n{logs}")
+    return work, config
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_produces_tables_and_figure(tiny_run):
+    work, _ = tiny_run
+    acc = pd.read_csv(work / "results/tables/accuracies.csv")
+    assert set(acc["model"]) == {"alexnet", "resnet18", "mobilenet_v3_small"}
+    assert (acc["n_test"] > 0).all()
+    assert ((acc["top1_low"] <= acc["top1"]) & (acc["top1"] <= acc["top1_high"])).all()
+    ranks = pd.read_csv(work / "results/tables/rank_agreement.csv")
+    row = ranks[(ranks["reference"] == "imagenet") & (ranks["dataset"] == "imagenot")].iloc[0]
+    assert row["n_models"] == 3
+    assert -1 <= row["spearman_rho"] <= 1 and -1 <= row["kendall_tau"] <= 1
+    for ext in ("png", "pdf"):
+        assert (work / f"results/figures/fig1_relative_improvement.{ext}").stat().st_size > 1000
+    filters = pd.read_csv(work / "results/tables/curation_filters.csv")
+    assert len(filters) >= 8 and (filters["synsets_removed"] > 0).sum() >= 4
+    report = yaml.safe_load((work / "results/download/imagenot/report.json").read_text())
+    assert report["failed"] > 0  # the demo serves 404s, corrupt images and noai headers
+
+
+@pytest.mark.slow
+def test_tiny_rerun_does_nothing_and_epoch_change_reruns_one_model(tiny_run):
+    work, config = tiny_run
+    r = snakemake("-n", "--configfile", str(config), "--directory", str(work), cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["models"]["resnet18"]["epochs"] = 2
+    changed = work / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    r = snakemake("-n", "--configfile", str(changed), "--directory", str(work), cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    counts = job_counts(out)
+    assert counts.pop("train") == 1 and counts.pop("evaluate") == 1
+    assert set(counts) <= {"accuracies", "rank_agreement", "fig1", "all", "total"}
+    assert "wildcards: dataset=imagenot, model=resnet18, seed=0" in out
