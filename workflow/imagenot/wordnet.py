@@ -19,13 +19,13 @@ run never leaves a half-built corpus. ``load(root)`` returns NLTK's reader on it
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import logging
 import os
 import re
 import shutil
 import socket
-import tempfile
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -154,38 +154,27 @@ def provision(root: str | os.PathLike, *, download: bool = True, timeout: float 
         ("nltk.download", lambda tmp: _from_download(tmp, timeout) if download else "download disabled"),
         ("Debian wordnet-base", lambda tmp: _from_debian(tmp, Path(debian_dir))),
     ):
-        with _scratch(target) as tmp:
-            why = fn(tmp)
-            if why is None and not is_complete(tmp):
-                missing = [f for f in NLTK_FILES if not (tmp / f).is_file()]
-                why = (f"result incomplete (missing {missing})" if missing
-                       else f"not WordNet {WORDNET_VERSION} (version {read_version(tmp)!r})")
-            if why is None:
-                with atomic_dir(target) as final:
-                    final.rmdir()
-                    shutil.copytree(tmp, final)
-                log.info("WordNet %s provisioned in %s from %s", WORDNET_VERSION, target, name)
-                return target
-        failures.append(f"{name}: {why}")
-        log.info("WordNet source %s not usable: %s", name, why)
+        try:
+            with atomic_dir(target) as tmp:  # renamed onto target only if no exception
+                why = fn(tmp)
+                if why is None and not is_complete(tmp):
+                    missing = [f for f in NLTK_FILES if not (tmp / f).is_file()]
+                    why = (f"result incomplete (missing {missing})" if missing
+                           else f"not WordNet {WORDNET_VERSION} (version {read_version(tmp)!r})")
+                if why is not None:
+                    raise _NotThisWay(why)
+        except _NotThisWay as e:
+            failures.append(f"{name}: {e}")
+            log.info("WordNet source %s not usable: %s", name, e)
+            continue
+        log.info("WordNet %s provisioned in %s from %s", WORDNET_VERSION, target, name)
+        return target
     raise InputError(f"cannot provision {target}.\n" + "\n".join(f"  - {f}" for f in failures)
                      + "\n" + HOW_TO_PROVIDE)
 
 
-class _scratch:
-    """A temporary directory next to the target (same filesystem), removed afterwards."""
-
-    def __init__(self, target: Path):
-        self.target = target
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=".wordnet.", suffix=".scratch", dir=self.target.parent))
-        return self.path
-
-    def __exit__(self, *exc):
-        shutil.rmtree(self.path, ignore_errors=True)
-        return False
+class _NotThisWay(Exception):
+    pass
 
 
 def _from_nltk_data(tmp: Path, exclude: Path) -> str | None:
@@ -358,7 +347,7 @@ def load(root: str | os.PathLike):
 
 def add_commands(sub) -> None:
     p = sub.add_parser("wordnet", help="provision WordNet 3.0 as an NLTK corpus under --root",
-                       description=__doc__, formatter_class=_RawFormatter)
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="NLTK data root; the corpus goes to ROOT/corpora/wordnet")
     p.add_argument("--no-download", action="store_true", help="never try nltk.download")
     p.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds for nltk.download")
@@ -371,9 +360,3 @@ def _cmd_wordnet(args) -> int:
     print(f"{path}: WordNet {reader.get_version()}")
     return 0
 
-
-import argparse  # noqa: E402  (only for the help formatter)
-
-
-class _RawFormatter(argparse.RawDescriptionHelpFormatter):
-    pass

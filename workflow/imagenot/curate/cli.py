@@ -1,0 +1,129 @@
+"""``imagenot curate ...``: class and image curation (paper section 3, steps 1-8)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+from ..io import InputError, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+def _params(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError as e:
+        raise InputError(f"--params ({what}): not JSON ({e}): {text!r}") from e
+    if not isinstance(value, dict):
+        raise InputError(f"--params ({what}): expected a JSON object, got {text!r}")
+    return value
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("curate", help="curate ImageNot classes and images from caption metadata")
+    cs = p.add_subparsers(dest="curate_command", required=True, metavar="STEP")
+
+    q = cs.add_parser("vocab", help="WordNet noun synsets and their surface forms (lemmas + plurals)")
+    q.add_argument("--wordnet-root", required=True, help="NLTK data root holding corpora/wordnet (WordNet 3.0)")
+    q.add_argument("--out-synsets", required=True, help="synsets.parquet")
+    q.add_argument("--out-vocab", required=True, help="vocab.parquet")
+    q.set_defaults(func=_cmd_vocab)
+
+    q = cs.add_parser("match", help="step 1: synsets named in the captions of one metadata part")
+    q.add_argument("--input", required=True, help="LAION metadata parquet part")
+    q.add_argument("--vocab", required=True, help="vocab.parquet from `curate vocab`")
+    q.add_argument("--columns", default="{}",
+                   help='JSON {url,text,width,height,similarity,punsafe} -> column names (config corpus.columns)')
+    q.add_argument("--max-punsafe", type=float, default=0.5, help="drop rows whose punsafe exceeds this")
+    q.add_argument("--key-prefix", default=None,
+                   help="row keys are KEY_PREFIX/ROW_INDEX, e.g. SUBSET/PART (default: the input file's stem)")
+    q.add_argument("--out", required=True, help="matches parquet")
+    q.add_argument("--report", required=True, help="report JSON")
+    q.set_defaults(func=_cmd_match)
+
+    q = cs.add_parser("candidates", help="steps 2-5: ImageNet, size, subtree-leaf and NSFW filters")
+    q.add_argument("--matches", nargs="+", required=True, help="all match parquet parts")
+    q.add_argument("--synsets", required=True, help="synsets.parquet from `curate vocab`")
+    q.add_argument("--params", required=True, help="JSON of the config's curation section")
+    q.add_argument("--out", required=True, help="candidates.parquet")
+    q.add_argument("--report", required=True, help="report JSON")
+    q.set_defaults(func=_cmd_candidates)
+
+    q = cs.add_parser("captions", help="step 6: captions naming exactly one surviving candidate")
+    q.add_argument("--matches", nargs="+", required=True, help="all match parquet parts")
+    q.add_argument("--candidates", required=True, help="candidates.parquet")
+    q.add_argument("--out", required=True, help="captions.parquet")
+    q.add_argument("--report", required=True, help="report JSON")
+    q.set_defaults(func=_cmd_captions)
+
+    q = cs.add_parser("text-similarity", help="step 7: caption x synset-gloss embedding similarity")
+    q.add_argument("--captions", required=True, help="captions.parquet")
+    q.add_argument("--synsets", required=True, help="synsets.parquet")
+    q.add_argument("--params", required=True, help="JSON of curation.text_similarity")
+    q.add_argument("--out", required=True, help="text_similarity.parquet")
+    q.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda")
+    q.set_defaults(func=_cmd_text_similarity)
+
+    q = cs.add_parser("select", help="steps 7-8: similarity filter, CLIP ranking, images per class")
+    q.add_argument("--text-similarity", required=True, help="text_similarity.parquet")
+    q.add_argument("--candidates", required=True, help="candidates.parquet")
+    q.add_argument("--params", required=True, help="JSON of the config's curation section")
+    q.add_argument("--out-classes", required=True, help="classes.parquet")
+    q.add_argument("--out-selection", required=True, help="selection.parquet")
+    q.add_argument("--out-table", required=True, help="curation_filters.csv")
+    q.set_defaults(func=_cmd_select)
+
+
+def _cmd_vocab(args: argparse.Namespace) -> int:
+    from .. import wordnet
+    from . import vocab
+
+    t0 = time.time()
+    reader = wordnet.load(args.wordnet_root)
+    synsets = vocab.build_synsets(reader)
+    voc = vocab.build_vocab(synsets, vocab.read_noun_exceptions(vocab.noun_exc_path(reader)))
+    write_parquet(synsets, args.out_synsets)
+    write_parquet(voc, args.out_vocab)
+    log.info("%d synsets, %d surfaces (%d rows) in %.1f s", len(synsets), voc["surface"].nunique(),
+             len(voc), time.time() - t0)
+    return 0
+
+
+def _cmd_match(args: argparse.Namespace) -> int:
+    from .match import run_match
+
+    run_match(args.input, args.vocab, args.columns, args.max_punsafe, args.out, args.report, args.key_prefix)
+    return 0
+
+
+def _cmd_candidates(args: argparse.Namespace) -> int:
+    from .filters import candidates
+
+    candidates(args.matches, args.synsets, _params(args.params, "curation"), args.out, args.report)
+    return 0
+
+
+def _cmd_captions(args: argparse.Namespace) -> int:
+    from .filters import captions
+
+    captions(args.matches, args.candidates, args.out, args.report)
+    return 0
+
+
+def _cmd_text_similarity(args: argparse.Namespace) -> int:
+    from .embed import text_similarity
+
+    text_similarity(args.captions, args.synsets, _params(args.params, "curation.text_similarity"), args.out,
+                    device=args.device)
+    return 0
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from .select import select
+
+    select(args.text_similarity, args.candidates, _params(args.params, "curation"), args.out_classes,
+           args.out_selection, args.out_table)
+    return 0
