@@ -1,0 +1,541 @@
+"""Training one (model, dataset, seed) from scratch: ``imagenot train``.
+
+One readable loop in the style of torchvision's references/classification/train.py, driven
+by a recipe (Appendix A.1 of the paper; fields defined in config.schema.yaml#/definitions/
+recipe): SGD / AdamW / RMSprop / Adam; step, cosine or constant learning-rate schedules with
+linear warmup; label smoothing; mixup / cutmix (timm ``Mixup``); repeated augmentation;
+an exponential moving average of the weights (timm ``ModelEmaV3``, decay adjusted as in
+torchvision); gradient clipping; the Inception auxiliary loss; and early stopping on
+validation top-1 with ``epochs`` as the maximum.
+
+``checkpoint.pt`` is written atomically after every epoch with everything needed to resume
+(model, optimizer, scheduler, EMA, best weights, history, RNG states). A rerun resumes from
+it; a checkpoint that cannot be read is reported and training restarts from scratch. Every
+epoch re-seeds all RNGs and the data order from (seed, epoch), so on CPU a resumed run ends
+with exactly the same weights and metrics as an uninterrupted one.
+
+Outputs: ``model.pt`` (best-validation weights + recipe + arch + num_classes),
+``history.csv`` (epoch, lr, train_loss, train_acc, val_acc, seconds, images_per_s) and
+``train.json`` (best_epoch, best_val_acc, epochs_run, stopped_early, seconds,
+corrupt_samples_skipped, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import jsonschema
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch import nn
+
+from . import data
+from .io import InputError, atomic_path, write_csv, write_json
+from .models import build_model
+
+log = logging.getLogger(__name__)
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+CHECKPOINT_FORMAT = "imagenot-train-checkpoint-v1"
+MODEL_FORMAT = "imagenot-model-v1"
+
+# recipe fields the training loop reads; all are defined in training.recipe_defaults
+TRAINING_FIELDS = (
+    "image_size", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
+    "lr_scheduler", "lr_step_size", "lr_gamma", "lr_warmup_epochs", "lr_warmup_decay", "lr_min",
+    "label_smoothing", "mixup_alpha", "cutmix_alpha", "ra_reps", "ema_decay", "ema_steps",
+    "clip_grad_norm", "aux_loss_weight",
+)
+PARAM_DEFAULTS = {"device": "auto", "num_workers": 0, "threads": 1, "patience": 10, "amp": True}
+PARAM_IGNORED = ("seeds", "recipe_defaults")  # parts of the config section train does not use
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_acc", "seconds", "images_per_s"]
+# torchvision's RMSprop settings for MobileNetV3 (references/classification/train.py)
+RMSPROP_EPS, RMSPROP_ALPHA = 0.0316, 0.9
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def parse_json(text: str, what: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{what}: not valid JSON: {e}") from e
+
+
+def _recipe_validator() -> jsonschema.protocols.Validator:
+    """A validator for config.schema.yaml's recipe definition (with its $refs)."""
+    full = yaml.safe_load(SCHEMA_PATH.read_text())
+    defs_key = "$defs" if "$defs" in full else "definitions"
+    schema = {"$schema": full.get("$schema"), defs_key: full[defs_key], "$ref": f"#/{defs_key}/recipe"}
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def validate_recipe(recipe: dict, model_name: str, source: str = "--recipe") -> dict:
+    """Check ``recipe`` against the schema's recipe definition; all training fields required."""
+    if not isinstance(recipe, dict):
+        raise InputError(f"{source}: expected a JSON object, got {type(recipe).__name__}")
+    errors = sorted(_recipe_validator().iter_errors(recipe), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        field = ".".join(str(p) for p in e.absolute_path) or "<recipe>"
+        raise InputError(f"{source} (model {model_name}): field '{field}': {e.message}")
+    missing = [f for f in TRAINING_FIELDS if f not in recipe]
+    if missing:
+        raise InputError(
+            f"{source} (model {model_name}): missing field(s) {missing}; pass the recipe merged with training.recipe_defaults"
+        )
+    recipe = dict(recipe)
+    recipe.setdefault("arch", model_name)
+    if recipe["lr_warmup_epochs"] >= recipe["epochs"] and recipe["lr_scheduler"] != "constant":
+        log.warning("%s: lr_warmup_epochs (%d) >= epochs (%d): the whole run is warmup",
+                    source, recipe["lr_warmup_epochs"], recipe["epochs"])
+    return recipe
+
+
+def resolve_params(params: dict, source: str = "--params", defaults: dict | None = None) -> dict:
+    """Fill defaults for the run-time options; reject unknown keys by name."""
+    defaults = PARAM_DEFAULTS if defaults is None else defaults
+    if not isinstance(params, dict):
+        raise InputError(f"{source}: expected a JSON object, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(defaults) - set(PARAM_IGNORED))
+    if unknown:
+        raise InputError(f"{source}: unknown field(s) {unknown}; known: {sorted(defaults)}")
+    out = {k: params.get(k, v) for k, v in defaults.items()}
+    if "device" in out and out["device"] not in ("auto", "cpu", "cuda") and not str(out["device"]).startswith("cuda:"):
+        raise InputError(f"{source}: field 'device' must be auto, cpu or cuda (got {out['device']!r})")
+    for key in ("num_workers", "threads", "patience", "batch_size"):
+        if key in out and (not isinstance(out[key], int) or out[key] < (0 if key == "num_workers" else 1)):
+            raise InputError(f"{source}: field '{key}' must be a {'non-negative' if key == 'num_workers' else 'positive'} integer (got {out[key]!r})")
+    return out
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--params: field 'device' is {name!r} but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when amp is on; plain fp32 elsewhere."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+# --------------------------------------------------------------------------- recipe pieces
+
+
+def lr_factor(recipe: dict, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based).
+
+    Linear warmup over ``lr_warmup_epochs``, per step from ``lr_warmup_decay`` x lr to the
+    base lr (torchvision's LinearLR, stepped per iteration instead of per epoch), then the main
+    schedule counted in epochs from the end of warmup, as torchvision's SequentialLR does:
+    step (x lr_gamma every lr_step_size epochs), cosine (to lr_min at the last epoch) or
+    constant.
+    """
+    warm_steps = recipe["lr_warmup_epochs"] * steps_per_epoch
+    if step < warm_steps:
+        start = recipe["lr_warmup_decay"]
+        return start + (1.0 - start) * step / warm_steps
+    done = (step - warm_steps) / steps_per_epoch  # epochs since the end of warmup
+    kind = recipe["lr_scheduler"]
+    if kind == "constant":
+        return 1.0
+    if kind == "step":
+        return recipe["lr_gamma"] ** math.floor(done / recipe["lr_step_size"])
+    if kind == "cosine":
+        span = max(recipe["epochs"] - recipe["lr_warmup_epochs"], 1)
+        floor = recipe["lr_min"] / recipe["lr"]
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(done / span, 1.0)))
+    raise InputError(f"--recipe: field 'lr_scheduler': unknown value {kind!r}")
+
+
+def build_optimizer(model: nn.Module, recipe: dict) -> torch.optim.Optimizer:
+    name, lr, wd = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
+    if name == "adamw":
+        # as torchvision's --norm-weight-decay 0 for ViT / ConvNeXt: no decay on norms and biases
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd,
+                                   eps=RMSPROP_EPS, alpha=RMSPROP_ALPHA)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    raise InputError(f"--recipe: field 'optimizer': unknown value {name!r}")
+
+
+def build_ema(model: nn.Module, recipe: dict, device: torch.device):
+    """timm ModelEmaV3 with torchvision's decay adjustment for ema_steps and batch size."""
+    if recipe["ema_decay"] is None:
+        return None
+    from timm.utils import ModelEmaV3
+
+    adjust = recipe["batch_size"] * recipe["ema_steps"] / recipe["epochs"]
+    alpha = min(1.0, (1.0 - recipe["ema_decay"]) * adjust)
+    return ModelEmaV3(model, decay=1.0 - alpha, device=device)
+
+
+def build_mixup(recipe: dict, num_classes: int):
+    if recipe["mixup_alpha"] <= 0 and recipe["cutmix_alpha"] <= 0:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(
+        mixup_alpha=recipe["mixup_alpha"],
+        cutmix_alpha=recipe["cutmix_alpha"],
+        prob=1.0,
+        switch_prob=0.5,  # torchvision: RandomChoice([MixUp, CutMix])
+        mode="batch",
+        label_smoothing=recipe["label_smoothing"],
+        num_classes=num_classes,
+    )
+
+
+def compute_loss(output, target, criterion, aux_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and main logits; Inception/GoogLeNet auxiliary heads add aux_weight * their loss."""
+    if isinstance(output, tuple):  # InceptionOutputs / GoogLeNetOutputs in train mode
+        logits, aux = output[0], [a for a in output[1:] if a is not None]
+        loss = criterion(logits, target)
+        for a in aux:
+            loss = loss + aux_weight * criterion(a, target)
+        return loss, logits
+    return criterion(output, target), output
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % 2**31
+
+
+def rng_state() -> dict:
+    state = {
+        "python": random.getstate(),
+        "numpy": [np.random.get_state()[0], torch.from_numpy(np.random.get_state()[1].copy()),
+                  *np.random.get_state()[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, key.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def cpu_state_dict(module: nn.Module) -> dict:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- loops
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device, amp: bool):
+    """Logits (float32, CPU), labels and keys for every sample of ``loader``."""
+    model.eval()
+    logits, labels, keys = [], [], []
+    for images, target, key in loader:
+        with autocast(device, amp):
+            out = model(to_device(images, device))
+        logits.append(out.float().cpu())
+        labels.append(target)
+        keys.extend(key)
+    if not logits:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long), []
+    return torch.cat(logits), torch.cat(labels), keys
+
+
+def accuracy(model: nn.Module, loader, device: torch.device, amp: bool) -> float:
+    logits, labels, _ = predict(model, loader, device, amp)
+    if len(labels) == 0:
+        raise InputError("validation split: no readable samples")
+    return (logits.argmax(1) == labels).float().mean().item()
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, criterion, mixup, ema, recipe, device, amp, state) -> dict:
+    """One pass over the training stream; returns loss / accuracy / image counts."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, target, _ in loader:
+        if mixup is not None and len(target) % 2:
+            # timm's Mixup needs an even batch: drop one sample of an odd final batch
+            images, target = images[:-1], target[:-1]
+        if len(target) == 0:
+            continue
+        images, target = to_device(images, device), target.to(device, non_blocking=True)
+        hard = target
+        if mixup is not None:
+            images, target = mixup(images, target)
+        with autocast(device, amp):
+            output = model(images)
+            loss, logits = compute_loss(output, target, criterion, recipe["aux_loss_weight"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {state['global_step']}; lower lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe["clip_grad_norm"] is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), recipe["clip_grad_norm"])
+        optimizer.step()
+        scheduler.step()
+        state["global_step"] += 1
+        if ema is not None and state["global_step"] % recipe["ema_steps"] == 0:
+            ema.update(model, step=state["global_step"])
+            if state["epoch"] < recipe["lr_warmup_epochs"]:
+                # torchvision resets the average during warmup
+                ema.module.load_state_dict(model.state_dict())
+        n = len(hard)
+        total_loss += loss.item() * n
+        correct += (logits.argmax(1) == hard).sum().item()
+        seen += n
+    if seen == 0:
+        raise InputError("training split: no readable samples")
+    return {"train_loss": total_loss / seen, "train_acc": correct / seen, "images": seen}
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(obj: dict, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: Path, identity: dict) -> dict | None:
+    """The checkpoint at ``path`` if it loads and belongs to this run, else None (warned)."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not an imagenot training checkpoint")
+        for key in ("model", "optimizer", "scheduler", "epoch", "global_step", "best", "history", "rng"):
+            if key not in ckpt:
+                raise ValueError(f"missing entry '{key}'")
+    except Exception as e:  # truncated zip, pickle errors, wrong content
+        log.warning("%s: unreadable checkpoint (%s: %s); restarting training from scratch", path, type(e).__name__, e)
+        return None
+    if ckpt.get("identity") != identity:
+        log.warning("%s: checkpoint is for a different run (model/recipe/seed/classes changed); restarting from scratch", path)
+        return None
+    return ckpt
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def train(
+    model_name: str,
+    recipe: dict,
+    data_dir: str | Path,
+    seed: int,
+    params: dict,
+    out_dir: str | Path,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> dict:
+    """Train and write checkpoint.pt, model.pt, history.csv and train.json; return train.json."""
+    recipe = validate_recipe(recipe, model_name)
+    params = resolve_params(params)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(params["threads"])
+    device = select_device(params["device"])
+    amp = bool(params["amp"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    classes = data.read_classes(data_dir)
+    num_classes = len(classes)
+    train_shards = data.shard_paths(data_dir, "train")
+    val_shards = data.shard_paths(data_dir, "val")
+    n_train = data.count_samples(train_shards)
+    if n_train == 0:
+        raise InputError(f"{Path(data_dir) / 'train'}: no samples in the shards")
+    steps_per_epoch = max(1, math.ceil(n_train / recipe["batch_size"]))
+    identity = {
+        "model": model_name,
+        "recipe": recipe,
+        "seed": int(seed),
+        "num_classes": num_classes,
+        "wnids": classes["wnid"].tolist(),
+    }
+
+    seed_everything(seed)
+    model = build_model(recipe["arch"], num_classes, recipe["image_size"],
+                        aux_logits=recipe["aux_loss_weight"] > 0, **recipe.get("arch_kwargs", {}))
+    model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(recipe, step, steps_per_epoch))
+    ema = build_ema(model, recipe, device)
+    mixup = build_mixup(recipe, num_classes)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixup is not None else recipe["label_smoothing"])
+
+    ckpt_path = out_dir / "checkpoint.pt"
+    state = {"epoch": 0, "global_step": 0, "history": [], "epochs_since_best": 0, "stopped_early": False,
+             "seconds": 0.0, "corrupt_train": 0, "corrupt_val": 0,
+             "best": {"val_acc": -1.0, "epoch": 0, "source": "model", "state_dict": None}}
+    ckpt = load_checkpoint(ckpt_path, identity)
+    resumed_from = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None:
+            ema.module.load_state_dict(ckpt["ema"])
+        set_rng_state(ckpt["rng"])
+        for key in state:
+            state[key] = ckpt[key]
+        if isinstance(state["best"]["state_dict"], str):  # "model": same as the saved weights
+            state["best"] = dict(state["best"], state_dict=ckpt["model"])
+        resumed_from = state["epoch"]
+        log.info("%s: resuming after epoch %d", ckpt_path, resumed_from)
+
+    counter_val = data.SkipCounter()
+    val_ds = data.make_dataset(val_shards, data.eval_transform(recipe["image_size"]),
+                               counter=counter_val, num_classes=num_classes)
+    val_loader = data.make_loader(val_ds, recipe["batch_size"], params["num_workers"], seed=seed,
+                                  pin_memory=device.type == "cuda")
+    reps = recipe["ra_reps"]
+    limit = math.ceil(n_train / max(1, params["num_workers"])) if reps > 1 else None
+
+    while state["epoch"] < recipe["epochs"] and not state["stopped_early"]:
+        epoch = state["epoch"]
+        t0 = time.perf_counter()
+        eseed = epoch_seed(seed, epoch)
+        seed_everything(eseed)
+        counter_train = data.SkipCounter()
+        train_ds = data.make_dataset(train_shards, data.train_transform(recipe["image_size"]),
+                                     counter=counter_train, num_classes=num_classes, shuffle=True,
+                                     seed=eseed, repeats=reps, limit=limit)
+        train_loader = data.make_loader(train_ds, recipe["batch_size"], params["num_workers"], seed=eseed,
+                                        pin_memory=device.type == "cuda")
+        stats = train_one_epoch(model, train_loader, optimizer, scheduler, criterion, mixup, ema,
+                                recipe, device, amp, state)
+        t_train = time.perf_counter() - t0
+        lr = optimizer.param_groups[0]["lr"]
+
+        before = counter_val.count
+        val_acc, source = accuracy(model, val_loader, device, amp), "model"
+        if ema is not None:
+            ema_acc = accuracy(ema.module, val_loader, device, amp)
+            log.info("epoch %d: val_acc model %.4f, EMA %.4f", epoch + 1, val_acc, ema_acc)
+            if ema_acc > val_acc:
+                val_acc, source = ema_acc, "ema"
+        state["corrupt_val"] = max(state["corrupt_val"], counter_val.count - before)
+        state["corrupt_train"] = max(state["corrupt_train"], counter_train.count)
+
+        seconds = time.perf_counter() - t0
+        state["seconds"] += seconds
+        state["epoch"] = epoch + 1
+        state["history"].append({
+            "epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
+            "val_acc": val_acc, "seconds": seconds, "images_per_s": stats["images"] / t_train,
+        })
+        if val_acc > state["best"]["val_acc"]:
+            best_module = ema.module if source == "ema" else model
+            state["best"] = {"val_acc": val_acc, "epoch": epoch + 1, "source": source,
+                             "state_dict": cpu_state_dict(best_module)}
+            state["epochs_since_best"] = 0
+        else:
+            state["epochs_since_best"] += 1
+            if state["epochs_since_best"] >= params["patience"]:
+                state["stopped_early"] = state["epoch"] < recipe["epochs"]
+                if state["stopped_early"]:
+                    log.info("early stop after epoch %d: no val improvement in %d epochs", epoch + 1, params["patience"])
+        log.info("%s seed %d epoch %d/%d: lr %.3g loss %.4f train_acc %.4f val_acc %.4f (%.1f s, %.1f img/s)",
+                 model_name, seed, epoch + 1, recipe["epochs"], lr, stats["train_loss"], stats["train_acc"],
+                 val_acc, seconds, stats["images"] / t_train)
+
+        model_state = cpu_state_dict(model)
+        best = state["best"]
+        if best["epoch"] == state["epoch"] and best["source"] == "model":
+            best = dict(best, state_dict="model")  # the current weights: do not store them twice
+        save_checkpoint({
+            "format": CHECKPOINT_FORMAT, "identity": identity,
+            "model": model_state, "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema": cpu_state_dict(ema.module) if ema is not None else None,
+            "rng": rng_state(), **state, "best": best,
+        }, ckpt_path)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+
+    best = state["best"]
+    if best["state_dict"] is None:
+        raise RuntimeError("no epoch finished; nothing to save")
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save({
+            "format": MODEL_FORMAT, "model": model_name, "arch": recipe["arch"],
+            "num_classes": num_classes, "recipe": recipe, "seed": int(seed),
+            "wnids": classes["wnid"].tolist(), "epoch": best["epoch"], "val_acc": best["val_acc"],
+            "weights": best["source"], "state_dict": best["state_dict"],
+        }, tmp)
+    write_csv(pd.DataFrame(state["history"], columns=HISTORY_COLUMNS), out_dir / "history.csv")
+    summary = {
+        "model": model_name, "arch": recipe["arch"], "seed": int(seed), "device": str(device),
+        "num_classes": num_classes, "n_train": n_train,
+        "best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "best_weights": best["source"],
+        "epochs_run": state["epoch"], "stopped_early": bool(state["stopped_early"]),
+        "seconds": state["seconds"], "resumed_from_epoch": resumed_from,
+        "corrupt_samples_skipped": int(state["corrupt_train"] + state["corrupt_val"]),
+    }
+    write_json(summary, out_dir / "train.json")
+    return summary
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    recipe = parse_json(args.recipe, "--recipe")
+    params = parse_json(args.params, "--params")
+    train(args.model, recipe, args.data_dir, args.seed, params, args.out_dir)
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train one model from scratch on a dataset (resumable)")
+    p.add_argument("--model", required=True, help="model name (a key of the config's models section)")
+    p.add_argument("--recipe", required=True, help="JSON recipe: models.NAME merged over training.recipe_defaults")
+    p.add_argument("--data-dir", required=True, help="dataset directory with classes.csv and train/ val/ test/ shards")
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--params", required=True, help="JSON: the config's training section (device, num_workers, threads, patience, amp)")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_train)
