@@ -256,7 +256,7 @@ def match_shard(input_path: str | Path, matcher, columns: Mapping[str, str], max
             raise InputError(f"{input_path}: column '{columns[role]}' (columns.{role}) not found; "
                              f"the file has {names}")
     present = {role: columns[role] for role in DEFAULT_COLUMNS if columns[role] in names}
-    absent = sorted(set(DEFAULT_COLUMNS) - set(present))
+    absent = [role for role in DEFAULT_COLUMNS if role not in present]
     if absent:
         log.info("%s: optional column(s) %s absent; written as null",
                  input_path, [columns[r] for r in absent])
