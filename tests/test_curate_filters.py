@@ -139,3 +139,17 @@ def test_candidates_bad_inputs(match_parts, curate_files, tmp_path):
         filters.candidates([tmp_path / "missing.parquet"], curate_files["synsets"], PARAMS,
                            tmp_path / "c.parquet", tmp_path / "c.json")
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_empty_parts_flow_through(tmp_path, curate_files, curate_matcher):
+    pq.write_table(pa.table({"URL": pa.array([], pa.string()), "TEXT": pa.array([], pa.string())}),
+                   tmp_path / "p.parquet")
+    r = m.match_shard(tmp_path / "p.parquet", curate_matcher, m.parse_columns(None), 0.5, tmp_path / "m.parquet", "k")
+    assert r["rows_read"] == 0 and pq.read_table(tmp_path / "m.parquet").schema.equals(m.MATCH_SCHEMA)
+    rep = filters.candidates([tmp_path / "m.parquet"], curate_files["synsets"], PARAMS, tmp_path / "c.parquet",
+                             tmp_path / "c.json")
+    assert rep["candidates_out"] == 0 and len(pd.read_parquet(tmp_path / "c.parquet")) == 0
+    rep = filters.captions([tmp_path / "m.parquet"], tmp_path / "c.parquet", tmp_path / "cap.parquet",
+                           tmp_path / "cap.json")
+    assert rep["captions_one_candidate"] == 0
+    assert pq.read_table(tmp_path / "cap.parquet").schema.equals(filters.CAPTIONS_SCHEMA)

@@ -102,7 +102,8 @@ def gloss_text(lemmas: Sequence[str], gloss: str) -> str:
 def encode(model, texts: Sequence[str], batch_size: int) -> np.ndarray:
     """L2-normalised float32 embeddings of distinct texts, encoded in order of length."""
     if len(texts) == 0:
-        dim = model.get_sentence_embedding_dimension() or 0
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = get_dim() or 0
         return np.zeros((0, dim), np.float32)
     order = np.argsort(np.fromiter((len(t) for t in texts), np.int64, len(texts)), kind="stable")
     emb = model.encode([texts[i] for i in order], batch_size=batch_size, convert_to_numpy=True,

@@ -48,7 +48,7 @@ of in on at by for with about against between among into through during before a
 above below to from up down out off over under again further then once here there when
 where why how all any both each few more most other some such no nor not only own same so
 than too very just also and but if or because as until while per via vs versus
-etc ie eg inc ltd co
+etc ie eg inc ltd co go
 s t d ll m re ve don
 two three four five six seven eight nine ten
 """.split())
