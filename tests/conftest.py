@@ -109,3 +109,32 @@ def imagenot_cli(monkeypatch):
 
     monkeypatch.setattr(cli, "STAGES", ["imagenot.wordnet", "imagenot.curate.cli"])
     return cli.main
+
+
+# ---------------------------------------------------------------------------------------
+# demo corpus, its server, download and split
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+#: a tiny demo corpus: 4 visual classes x 24 images at 32 px (>= 20, so the size filter keeps
+#: them); a few seconds beside loading WordNet
+DEMO_TEST_PARAMS = {"seed": 3, "n_parts": 2, "n_classes": 4, "images_per_class": 24, "image_size": 32,
+                    "label_noise": 0.25}
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(wordnet_root, tmp_path_factory) -> Path:
+    """The demo corpus of ``DEMO_TEST_PARAMS``, its URLs on a free port (manifest params.port)."""
+    from imagenot.corpus import demo
+
+    out = tmp_path_factory.mktemp("demo") / "corpus"
+    demo.generate(wordnet_root, out, {**DEMO_TEST_PARAMS, "port": free_port()})
+    return out
