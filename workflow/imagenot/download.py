@@ -29,7 +29,10 @@ Output (``D`` is written in place, not atomically, so that a rerun resumes): img
 ``{shard:05d}_stats.json``, then ``report.json``.
 
 Resuming: a rerun with the same selection and parameters skips the shards that have a
-``_stats.json`` (img2dataset's incremental mode) and downloads the rest. Rows that failed
+``_stats.json`` (img2dataset's incremental mode) and downloads the rest; when every shard is
+finished it does not start img2dataset (or the server) at all and only rewrites the report
+(so a changed ``min_success_rate`` takes effect). A shard whose tar does not match its
+parquet (a run that hung near the end) is deleted and downloaded again. Rows that failed
 inside a finished shard are not retried. A rerun with a different selection or different
 shard-shaping parameters (``image_size``, ``resize_mode``, ``rows_per_shard``) starts over
 in an emptied ``D``: their fingerprint is kept in ``D/_input/fingerprint.txt``.
@@ -213,28 +216,22 @@ def _check_served_urls(selection, table, port) -> None:
                          f"on port {port} (config corpus.demo.port): regenerate the demo corpus with that port")
 
 
-def _prepare_out_dir(out_dir: Path, fp: str) -> dict | None:
-    """Make ``out_dir`` ready to (re)run; return the existing report if it is complete."""
+def _prepare_out_dir(out_dir: Path, fp: str) -> None:
+    """Make ``out_dir`` ready to (re)run: emptied if it holds another download, reports removed."""
     fp_file = out_dir / INPUT_DIR / "fingerprint.txt"
     if out_dir.exists():
         old_fp = fp_file.read_text().strip() if fp_file.is_file() else None
-        if old_fp == fp:
-            report_path = out_dir / REPORT
-            if report_path.is_file():
-                try:
-                    report = json.loads(report_path.read_text())
-                except json.JSONDecodeError:
-                    report = None
-                if report and report.get("fingerprint") == fp and report.get("complete"):
-                    return report
-        elif any(out_dir.iterdir()):
+        if old_fp != fp and any(out_dir.iterdir()):
             why = "a different selection or shard parameters" if old_fp else "no fingerprint"
             log.warning("%s holds a download of %s; starting over", out_dir, why)
             shutil.rmtree(out_dir)
     # img2dataset reads every *.json in its output folder as a shard's stats: no reports there
     for name in (REPORT, REPORT_INCOMPLETE):
         (out_dir / name).unlink(missing_ok=True)
-    return None
+
+
+def _shard_files(out_dir: Path, name: str) -> list[Path]:
+    return [out_dir / f"{name}_stats.json", out_dir / f"{name}.parquet", out_dir / f"{name}.tar"]
 
 
 def run_img2dataset(kwargs: dict) -> None:
@@ -306,10 +303,7 @@ def download(selection, out_dir, params, serve_root=None, port=None, manifest=No
     out_dir = Path(out_dir)
     table = read_selection(selection)
     fp = fingerprint(table, params)
-    done = _prepare_out_dir(out_dir, fp)
-    if done is not None:
-        log.info("%s: complete download of the same selection exists; kept", out_dir)
-        return done
+    _prepare_out_dir(out_dir, fp)
     if serve_root is not None:
         _check_served_urls(selection, table, port)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -320,19 +314,27 @@ def download(selection, out_dir, params, serve_root=None, port=None, manifest=No
         pq.write_table(table, tmp)
     (out_dir / INPUT_DIR / "fingerprint.txt").write_text(fp + "\n")
 
-    with _TermAsInterrupt():
-        server = None
-        try:
-            if serve_root is not None:
-                from .corpus.server import start_server
+    before = check(out_dir, table, params)
+    for name in before["shards"]["damaged"]:  # img2dataset would skip them (their stats exist)
+        log.warning("%s: shard %s is damaged; downloading it again", out_dir, name)
+        for f in _shard_files(out_dir, name):
+            f.unlink(missing_ok=True)
+    if before["shards"]["missing"] or before["shards"]["damaged"]:
+        with _TermAsInterrupt():
+            server = None
+            try:
+                if serve_root is not None:
+                    from .corpus.server import start_server
 
-                server = start_server(serve_root, port, manifest)
-            run_img2dataset(img2dataset_kwargs(input_path, out_dir, params))
-        finally:
-            if server is not None:
-                from .corpus.server import stop_server
+                    server = start_server(serve_root, port, manifest)
+                run_img2dataset(img2dataset_kwargs(input_path, out_dir, params))
+            finally:
+                if server is not None:
+                    from .corpus.server import stop_server
 
-                stop_server(server)
+                    stop_server(server)
+    else:
+        log.info("%s: every shard of this selection is finished; not running img2dataset", out_dir)
 
     report = check(out_dir, table, params)
     report["fingerprint"] = fp
@@ -377,7 +379,7 @@ def check(out_dir, table, params: dict) -> dict:
     rows_seen = 0
     for i in range(n_shards):
         name = shard_name(i)
-        files = [out_dir / f"{name}_stats.json", out_dir / f"{name}.parquet", out_dir / f"{name}.tar"]
+        files = _shard_files(out_dir, name)
         absent = [f.name for f in files if not f.is_file()]
         if absent:
             missing.append(name)
