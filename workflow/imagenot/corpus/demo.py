@@ -376,7 +376,7 @@ class _Chooser:
     # -- the draw
 
     def choose(self, n_classes: int) -> tuple[list[_Synset], list[_Synset]]:
-        lex, wn = self.lex, self.wn
+        lex = self.lex
         names = lex.lemma_names
         order = self.rng.permutation(len(names))
         want = {"single": n_classes + N_RARE + N_LOWREL + 8, "irregular": 2, "multi": 2, "nsfw": N_NSFW * 4}
