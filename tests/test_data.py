@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw
 from imagenot import data
 from imagenot.io import InputError
 
-COLOURS = [(220, 40, 40), (40, 200, 60), (40, 70, 220), (230, 210, 40), (200, 60, 200), (40, 200, 210)]
+COLOURS = [(220, 40, 40), (40, 200, 60), (40, 70, 220), (230, 210, 40), (200, 60, 200), (40, 200, 210),
+           (250, 140, 20), (120, 70, 30), (245, 245, 245), (15, 15, 15)]
 
 
 def pattern_image(label: int, rng: np.random.Generator, size: int = 40) -> Image.Image:
@@ -172,3 +173,12 @@ def test_load_split_and_loader(dataset_dir):
     batches = list(data.make_loader(ds, batch_size=10))
     assert [len(b[1]) for b in batches] == [10, 10, 4]
     assert sorted(k for b in batches for k in b[2]) == sorted(keys)
+
+
+def test_loader_workers_split_shards_and_share_the_skip_count(dataset_dir):
+    counter = data.SkipCounter()
+    ds = data.make_dataset(data.shard_paths(dataset_dir, "train"), data.eval_transform(16),
+                           counter=counter, num_classes=4, shuffle=True, seed=3)
+    keys = [k for _, _, batch_keys in data.make_loader(ds, batch_size=8, num_workers=2, seed=3) for k in batch_keys]
+    assert len(keys) == 64 and len(set(keys)) == 64  # every sample exactly once across the 2 workers
+    assert counter.count == 2  # counted inside the worker processes

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from scipy.stats import binomtest
 
 from . import data
 from .io import InputError, write_json, write_parquet
@@ -43,16 +42,28 @@ def load_trained(path: str | Path, model_name: str, recipe: dict) -> tuple[torch
         raise InputError(f"{path}: field 'arch' is {ckpt['arch']!r} but the recipe of {model_name} says {recipe['arch']!r}")
     if ckpt["model"] != model_name:
         log.warning("%s: trained as model %r, evaluated as %r", path, ckpt["model"], model_name)
-    model = build_model(recipe["arch"], ckpt["num_classes"], recipe["image_size"],
-                        aux_logits=recipe["aux_loss_weight"] > 0, **recipe.get("arch_kwargs", {}))
+    def build():
+        return build_model(recipe["arch"], ckpt["num_classes"], recipe["image_size"],
+                           aux_logits=recipe["aux_loss_weight"] > 0, **recipe.get("arch_kwargs", {}))
+
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        # skip the random initialisation (seconds for VGG's classifier): build on the meta
+        # device and adopt the stored tensors
+        with torch.device("meta"):
+            model = build()
+        model.load_state_dict(ckpt["state_dict"], assign=True)
+        if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+            model = build()  # a non-persistent buffer: build for real
+            model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         raise InputError(f"{path}: field 'state_dict' does not fit arch {recipe['arch']}: {e}") from e
     return model, ckpt
 
 
 def clopper_pearson(k: int, n: int, level: float = CONFIDENCE_LEVEL) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial proportion k / n."""
+    from scipy.stats import binomtest  # imported here: scipy.stats takes ~1 s to import
+
     ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
     return float(ci.low), float(ci.high)
 

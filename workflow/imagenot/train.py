@@ -173,22 +173,31 @@ def lr_factor(recipe: dict, step: int, steps_per_epoch: int) -> float:
 
 
 def build_optimizer(model: nn.Module, recipe: dict) -> torch.optim.Optimizer:
+    """The recipe's optimizer; SGD / Adam / AdamW use PyTorch's fused kernels (on CPU the
+    update of AlexNet's or VGG's large classifier is ~5x faster than the for-each one)."""
     name, lr, wd = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
     if name == "adamw":
         # as torchvision's --norm-weight-decay 0 for ViT / ConvNeXt: no decay on norms and biases
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr)
+        return _fused(torch.optim.AdamW, groups, lr=lr)
     params = [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd)
+        return _fused(torch.optim.SGD, params, lr=lr, momentum=recipe["momentum"], weight_decay=wd)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd,
                                    eps=RMSPROP_EPS, alpha=RMSPROP_ALPHA)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        return _fused(torch.optim.Adam, params, lr=lr, weight_decay=wd)
     raise InputError(f"--recipe: field 'optimizer': unknown value {name!r}")
+
+
+def _fused(cls, params, **kwargs) -> torch.optim.Optimizer:
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # device or dtype without a fused kernel
+        return cls(params, **kwargs)
 
 
 def build_ema(model: nn.Module, recipe: dict, device: torch.device):
