@@ -1,5 +1,7 @@
 """Train-step throughput of the demo models on CPU (1 thread): images/s for
-forward + backward + SGD step at a given image size and batch size.
+forward + backward + optimizer step (the recipe's optimizer as built by imagenot.train,
+i.e. fused SGD / AdamW) at a given image size and batch size, on random tensors (no data
+loading); eval img/s is a no-grad forward pass.
 
     PYTHONPATH=workflow .venv/bin/python bench/demo_model_speed.py [--size 64] [--batch 32] [ARCH[@SIZE] ...]
 """
@@ -9,17 +11,29 @@ import time
 
 import torch
 
+import yaml
+
 from imagenot.models import build_model
+from imagenot.train import build_optimizer
 
 DEFAULT = ["alexnet", "vgg11_bn", "mobilenet_v3_small", "resnet18", "densenet121",
            "inception_v3@80", "efficientnet_b0", "vit_b_16", "convnext_tiny"]
+
+
+def recipe_for(arch):
+    cfg = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "config", "config.yaml")))
+    recipe = dict(cfg["training"]["recipe_defaults"])
+    for m in cfg["models"].values():
+        if m.get("arch") == arch:
+            recipe.update(m)
+    return recipe
 
 
 def bench(arch, size, batch, min_seconds, num_classes=10):
     torch.manual_seed(0)
     aux = arch == "inception_v3"
     model = build_model(arch, num_classes, size, aux_logits=aux)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = build_optimizer(model, recipe_for(arch))
     x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, num_classes, (batch,))
     model.train()

@@ -121,6 +121,18 @@ def test_early_stopping(dataset_dir, tmp_path):
     assert len(pd.read_csv(tmp_path / "history.csv")) == summary["epochs_run"]
 
 
+def test_divergence_stops_and_keeps_the_best_epoch(dataset_dir, tmp_path, caplog):
+    # epoch 1 at lr 0.02, then x1e6: the loss blows up in epoch 2
+    recipe = dict(SMALL, epochs=5, lr_scheduler="step", lr_step_size=1, lr_gamma=1e6)
+    with caplog.at_level(logging.ERROR, logger="imagenot.train"):
+        summary = T.train("mnv3", recipe, dataset_dir, 0, PARAMS, tmp_path)
+    assert "diverged" in caplog.text
+    assert summary["diverged"] is True and summary["stopped_early"] is True
+    assert summary["epochs_run"] == 2 and summary["best_epoch"] == 1
+    state = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
 def test_inception_aux_loss_and_ema(tmp_path):
     ds = make_dataset_dir(tmp_path / "ds", n_classes=2, per_class={"train": 4, "val": 2}, size=80)
     recipe = dict(RECIPE, arch="inception_v3", image_size=80, epochs=1, batch_size=8, aux_loss_weight=0.4,

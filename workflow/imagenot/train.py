@@ -302,7 +302,7 @@ def accuracy(model: nn.Module, loader, device: torch.device, amp: bool) -> float
 def train_one_epoch(model, loader, optimizer, scheduler, criterion, mixup, ema, recipe, device, amp, state) -> dict:
     """One pass over the training stream; returns loss / accuracy / image counts."""
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    total_loss, correct, seen, diverged = 0.0, 0, 0, False
     for images, target, _ in loader:
         if mixup is not None and len(target) % 2:
             # timm's Mixup needs an even batch: drop one sample of an odd final batch
@@ -317,7 +317,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, mixup, ema, 
             output = model(images)
             loss, logits = compute_loss(output, target, criterion, recipe["aux_loss_weight"])
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {state['global_step']}; lower lr")
+            # the run has diverged: stop here (weights untouched by this batch); the caller
+            # ends training and keeps the best epoch so far, as for early stopping
+            log.error("training loss is %s at step %d (epoch %d): diverged, stopping; lower the lr",
+                      loss.item(), state["global_step"], state["epoch"] + 1)
+            diverged = True
+            break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if recipe["clip_grad_norm"] is not None:
@@ -334,9 +339,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, mixup, ema, 
         total_loss += loss.item() * n
         correct += (logits.argmax(1) == hard).sum().item()
         seen += n
-    if seen == 0:
+    if seen == 0 and not diverged:
         raise InputError("training split: no readable samples")
-    return {"train_loss": total_loss / seen, "train_acc": correct / seen, "images": seen}
+    return {"train_loss": total_loss / seen if seen else math.nan, "train_acc": correct / seen if seen else math.nan,
+            "images": seen, "diverged": diverged}
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -421,7 +427,7 @@ def train(
 
     ckpt_path = out_dir / "checkpoint.pt"
     state = {"epoch": 0, "global_step": 0, "history": [], "epochs_since_best": 0, "stopped_early": False,
-             "seconds": 0.0, "corrupt_train": 0, "corrupt_val": 0,
+             "seconds": 0.0, "corrupt_train": 0, "corrupt_val": 0, "diverged": False,
              "best": {"val_acc": -1.0, "epoch": 0, "source": "model", "state_dict": None}}
     ckpt = load_checkpoint(ckpt_path, identity)
     resumed_from = 0
@@ -478,9 +484,15 @@ def train(
         state["epoch"] = epoch + 1
         state["history"].append({
             "epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
-            "val_acc": val_acc, "seconds": seconds, "images_per_s": stats["images"] / t_train,
+            "val_acc": val_acc, "seconds": seconds, "images_per_s": stats["images"] / t_train if stats["images"] else 0.0,
         })
-        if val_acc > state["best"]["val_acc"]:
+        if stats["diverged"]:
+            state["diverged"] = True
+            state["stopped_early"] = True
+        # a diverged epoch is only kept when nothing better exists and its weights are finite
+        eligible = not stats["diverged"] or (
+            state["best"]["state_dict"] is None and all(torch.isfinite(p).all() for p in model.parameters()))
+        if val_acc > state["best"]["val_acc"] and eligible:
             best_module = ema.module if source == "ema" else model
             state["best"] = {"val_acc": val_acc, "epoch": epoch + 1, "source": source,
                              "state_dict": cpu_state_dict(best_module)}
@@ -488,12 +500,12 @@ def train(
         else:
             state["epochs_since_best"] += 1
             if state["epochs_since_best"] >= params["patience"]:
-                state["stopped_early"] = state["epoch"] < recipe["epochs"]
+                state["stopped_early"] = state["stopped_early"] or state["epoch"] < recipe["epochs"]
                 if state["stopped_early"]:
                     log.info("early stop after epoch %d: no val improvement in %d epochs", epoch + 1, params["patience"])
         log.info("%s seed %d epoch %d/%d: lr %.3g loss %.4f train_acc %.4f val_acc %.4f (%.1f s, %.1f img/s)",
                  model_name, seed, epoch + 1, recipe["epochs"], lr, stats["train_loss"], stats["train_acc"],
-                 val_acc, seconds, stats["images"] / t_train)
+                 val_acc, seconds, stats["images"] / t_train if stats["images"] else 0.0)
 
         model_state = cpu_state_dict(model)
         best = state["best"]
@@ -511,7 +523,7 @@ def train(
 
     best = state["best"]
     if best["state_dict"] is None:
-        raise RuntimeError("no epoch finished; nothing to save")
+        raise FloatingPointError(f"{model_name}: training diverged in the first epoch; no weights to save (lower the lr)")
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save({
             "format": MODEL_FORMAT, "model": model_name, "arch": recipe["arch"],
@@ -525,6 +537,7 @@ def train(
         "num_classes": num_classes, "n_train": n_train,
         "best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "best_weights": best["source"],
         "epochs_run": state["epoch"], "stopped_early": bool(state["stopped_early"]),
+        "diverged": bool(state["diverged"]),
         "seconds": state["seconds"], "resumed_from_epoch": resumed_from,
         "corrupt_samples_skipped": int(state["corrupt_train"] + state["corrupt_val"]),
     }
