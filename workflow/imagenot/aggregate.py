@@ -113,8 +113,10 @@ def read_accuracies(path: str | Path) -> pd.DataFrame:
 def read_reference(path: str | Path) -> pd.DataFrame:
     """Read and validate the reference accuracy table (``model, display_name, reference, top1``).
 
-    ``top1`` is a fraction in [0, 1]; rows without a value (a model with no reference
-    weights) are dropped with a warning.
+    The table is one reference (ImageNet-1k accuracies of the configured models); its
+    ``reference`` column says where each number comes from (``imagenot reference`` writes
+    the torchvision weights name) and is not used to group rows. ``top1`` is a fraction in
+    [0, 1]; rows without a value are dropped with a warning; a model may appear only once.
     """
     path = Path(path)
     df = _read_csv_file(path)
@@ -141,13 +143,13 @@ def read_reference(path: str | Path) -> pd.DataFrame:
         log.warning("%s: no reference top1 for %s; left out of the comparison", path,
                     ", ".join(df.loc[missing, "model"]))
         df = df[~missing]
-    dup = df.duplicated(["reference", "model"], keep=False)
+    dup = df.duplicated(["model"], keep=False)
     if dup.any():
         r = df[dup].iloc[0]
-        raise InputError(f"{path}: model {r['model']} appears twice for reference {r['reference']}")
+        raise InputError(f"{path}: model {r['model']} appears more than once (one reference accuracy per model)")
     if df.empty:
         raise InputError(f"{path}: no reference accuracies")
-    return df.sort_values(["reference", "top1", "model"], kind="mergesort").reset_index(drop=True)
+    return df.sort_values(["top1", "model"], kind="mergesort").reset_index(drop=True)
 
 
 def read_predictions(paths: Sequence[str | Path]) -> dict[tuple[str, str, int], dict]:
@@ -296,13 +298,15 @@ def rank_agreement_table(
     n_bootstrap: int = 0,
     confidence: float = 0.95,
     seed: int = 0,
+    reference_name: str = "imagenet",
 ) -> pd.DataFrame:
     """Rank agreement of the reference with each dataset, and of each pair of datasets.
 
     ``runs``: per-run accuracies (``read_accuracies``); a dataset's accuracy of a model is
     its mean over seeds. ``reference``: ``read_reference``. ``correct``: per-example
     correctness from ``correctness_matrices`` (bootstrap intervals are added when given and
-    ``n_bootstrap > 0``). Only models present on both sides are compared; with fewer than
+    ``n_bootstrap > 0``). The reference side is labelled ``reference_name``. Only models
+    present on both sides are compared; with fewer than
     three the correlations and fit are NaN and a warning is logged. The fit is of the
     dataset's relative improvements (``acc / acc[baseline]``) on the reference side's.
     """
@@ -310,12 +314,10 @@ def rank_agreement_table(
     sides: dict[str, tuple[str, pd.Series]] = {}
     comparisons: list[tuple[str, str]] = []
     datasets = sorted(means["dataset"].unique())
-    for ref_name, g in reference.groupby("reference", sort=True):
-        sides[("reference", ref_name)] = g.set_index("model")["top1"].astype(float)
+    sides[("reference", reference_name)] = reference.set_index("model")["top1"].astype(float)
     for ds in datasets:
         sides[("dataset", ds)] = means[means["dataset"] == ds].set_index("model")["top1"].astype(float)
-    for ref_name in sorted(reference["reference"].unique()):
-        comparisons += [(("reference", ref_name), ("dataset", ds)) for ds in datasets]
+    comparisons += [(("reference", reference_name), ("dataset", ds)) for ds in datasets]
     comparisons += [(("dataset", a), ("dataset", b)) for a, b in itertools.combinations(datasets, 2)]
 
     with_bootstrap = correct is not None and n_bootstrap > 0
@@ -384,7 +386,7 @@ def rank_agreement_table(
 
 
 def figure1_data(runs: pd.DataFrame, reference: pd.DataFrame, models: Mapping[str, Mapping],
-                 baseline: str, confidence: float = 0.95) -> dict:
+                 baseline: str, confidence: float = 0.95, reference_name: str = "imagenet") -> dict:
     """Everything Figure 1 shows, as plain tables (no plotting).
 
     Returns ``order`` (model names in reference order: ascending reference accuracy, models
@@ -393,10 +395,7 @@ def figure1_data(runs: pd.DataFrame, reference: pd.DataFrame, models: Mapping[st
     top1_high, rel, rel_low, rel_high, interval``) and ``agreement`` (per dataset:
     ``rank_correlations`` and ``linear_fit`` of relative improvements vs the reference).
     """
-    refs = sorted(reference["reference"].unique())
-    if len(refs) != 1:
-        raise InputError(f"reference table: Figure 1 needs exactly one reference, found {refs}")
-    ref_name = refs[0]
+    ref_name = reference_name
     ref = reference.set_index("model")
     names = list(models)
     if baseline not in names:
@@ -534,7 +533,8 @@ def plot_figure1(data: Mapping):
             fit_txt = f"no fit (n = {agr['fit_n']} < {stats.MIN_MODELS})"
         ax_fit.errorbar(xv, yv, yerr=yerr, color=color, marker="o", linestyle="none", capsize=3,
                         label=f"{_ds_label(ds)}: {fit_txt}")
-        _label_points(ax_fit, [labels[m] for m in tab["model"]], xv, yv, color)
+        if k == 0:  # every dataset shares the x positions, so one set of names identifies all points
+            _label_points(ax_fit, [labels[m] for m in tab["model"]], xv, yv, color)
         if np.isfinite(agr["fit_slope"]):
             gx = np.linspace(xv.min(), xv.max(), 2)
             ax_fit.plot(gx, agr["fit_slope"] * gx + agr["fit_intercept"], color=color, linewidth=1.2)
@@ -597,7 +597,7 @@ def cmd_rank_agreement(args: argparse.Namespace) -> int:
         log.info("no --predictions: no bootstrap intervals")
     table = rank_agreement_table(runs, reference, params["baseline_model"], correct=correct,
                                  n_bootstrap=params["n_bootstrap"], confidence=params["confidence"],
-                                 seed=params["seed"])
+                                 seed=params["seed"], reference_name=args.reference_name)
     write_csv(table, args.out)
     for r in table.to_dict("records"):
         log.info("%s vs %s: n=%d spearman=%.3f kendall=%.3f slope=%.3f pearson_r=%.3f", r["reference"],
@@ -611,7 +611,8 @@ def cmd_fig1(args: argparse.Namespace) -> int:
     models = parse_models(args.models)
     runs = read_accuracies(args.accuracies)
     reference = read_reference(args.reference)
-    data = figure1_data(runs, reference, models, params["baseline_model"], params["confidence"])
+    data = figure1_data(runs, reference, models, params["baseline_model"], params["confidence"],
+                        reference_name=args.reference_name)
     fig = plot_figure1(data)
     save_figure(fig, args.out_png, args.out_pdf)
     log.info("wrote %s and %s", args.out_png, args.out_pdf)
@@ -634,6 +635,7 @@ def add_commands(subparsers) -> None:
     r.add_argument("--predictions", nargs="*", default=[], metavar="PARQUET",
                    help="predictions.parquet of every run (metrics.json alongside); enables bootstrap intervals")
     r.add_argument("--params", default="{}", help="analysis config section as JSON")
+    r.add_argument("--reference-name", default="imagenet", help="name of the reference (config reference.name)")
     r.add_argument("--out", required=True, help="output CSV (results/tables/rank_agreement.csv)")
     r.set_defaults(func=cmd_rank_agreement)
 
@@ -642,6 +644,7 @@ def add_commands(subparsers) -> None:
     f.add_argument("--reference", required=True, help="reference_accuracies.csv")
     f.add_argument("--models", required=True, help="models config section as JSON (display names)")
     f.add_argument("--params", default="{}", help="analysis config section as JSON")
+    f.add_argument("--reference-name", default="imagenet", help="name of the reference (config reference.name)")
     f.add_argument("--out-png", required=True)
     f.add_argument("--out-pdf", required=True)
     f.set_defaults(func=cmd_fig1)
