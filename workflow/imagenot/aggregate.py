@@ -311,8 +311,9 @@ def rank_agreement_table(
     dataset's relative improvements (``acc / acc[baseline]``) on the reference side's.
     """
     means = dataset_accuracies(runs, confidence)
-    sides: dict[str, tuple[str, pd.Series]] = {}
-    comparisons: list[tuple[str, str]] = []
+    # a side is ("reference" | "dataset", name) -> accuracy by model
+    sides: dict[tuple[str, str], pd.Series] = {}
+    comparisons: list[tuple[tuple[str, str], tuple[str, str]]] = []
     datasets = sorted(means["dataset"].unique())
     sides[("reference", reference_name)] = reference.set_index("model")["top1"].astype(float)
     for ds in datasets:
