@@ -8,6 +8,8 @@
 # Rules are thin: each calls one `imagenot` subcommand (workflow/imagenot/). The stages:
 # wordnet -> corpus -> curate -> download -> split -> train -> evaluate -> aggregate.
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("8.20")
@@ -16,7 +18,7 @@ min_version("8.20")
 # The demo config is the default; `--configfile X` replaces it rather than being merged into it.
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: os.path.join(workflow.basedir, "config/config.yaml")
 
 
 include: "rules/common.smk"

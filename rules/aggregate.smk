@@ -25,6 +25,7 @@ rule rank_agreement:
         f"{TABLES}/rank_agreement.csv",
     params:
         analysis=as_json(config["analysis"]),
+        reference=config["reference"]["name"],
     log:
         "logs/aggregate/rank_agreement.log",
     conda:
@@ -32,7 +33,7 @@ rule rank_agreement:
     shell:
         "imagenot aggregate rank-agreement --accuracies {input.accuracies}"
         " --reference {input.reference} --predictions {input.predictions}"
-        " --params {params.analysis:q} --out {output} > {log} 2>&1"
+        " --params {params.analysis:q} --reference-name {params.reference:q} --out {output} > {log} 2>&1"
 
 
 rule fig1:
@@ -46,11 +47,12 @@ rule fig1:
     params:
         models=as_json(model_labels()),
         analysis=as_json(config["analysis"]),
+        reference=config["reference"]["name"],
     log:
         "logs/aggregate/fig1.log",
     conda:
         "../envs/analysis.yaml"
     shell:
         "imagenot aggregate fig1 --accuracies {input.accuracies} --reference {input.reference}"
-        " --models {params.models:q} --params {params.analysis:q}"
+        " --models {params.models:q} --params {params.analysis:q} --reference-name {params.reference:q}"
         " --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"

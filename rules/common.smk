@@ -5,10 +5,10 @@ from snakemake.utils import validate
 
 import imagenot.config as icfg
 
-# Schema check (Snakemake's own validator, which also fills in defaults), then the checks a
-# schema cannot express; both name the offending key.
-validate(config, schema="../workflow/schemas/config.schema.yaml")
+# The package's check first: it reports every schema error (not only the first) by key path,
+# then the checks a schema cannot express. Snakemake's own validator then fills in defaults.
 icfg.validate(config, source="workflow config")
+validate(config, schema="../workflow/schemas/config.schema.yaml")
 
 WORDNET_ROOT = config["wordnet"]["root"]
 WORDNET_DIR = f"{WORDNET_ROOT}/corpora/wordnet"

@@ -20,7 +20,7 @@ rule download:
     params:
         download=as_json(config["download"]),
         serve=(
-            f"--serve-root results/corpus/demo/images --manifest results/corpus/demo/manifest.json"
+            f"--serve-root results/corpus/demo --manifest results/corpus/demo/manifest.json"
             f" --port {DEMO['port']}"
             if DEMO
             else ""

@@ -32,13 +32,6 @@ def run_cli(*argv: str) -> int:
     return cli.main(["aggregate", *argv])
 
 
-@pytest.fixture(autouse=True)
-def only_aggregate(monkeypatch):
-    # the real CLI entry point, with only this stage registered (keeps the tests independent
-    # of the heavier stage modules)
-    monkeypatch.setattr(cli, "STAGES", ["imagenot.aggregate"])
-
-
 def write_run(root: Path, dataset: str, model: str, seed: int, correct: np.ndarray, labels: np.ndarray,
               keys=None) -> Path:
     d = root / "eval" / dataset / model / f"seed{seed}"

@@ -1,6 +1,8 @@
 """Config validation: the schema and the semantic checks name the offending key."""
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,24 @@ def test_cli_reports_bad_config(tmp_path, demo, capsys):
     assert main(["validate-config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "download.threads" in err
+
+
+def test_cli_imports_only_the_called_stage():
+    """`imagenot validate-config` must not pay for importing torch (every job calls imagenot)."""
+    code = (
+        "import sys; from imagenot import cli; "
+        f"rc = cli.main(['validate-config', {str(ROOT / 'config/config.yaml')!r}]); "
+        "assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("name", ["config/config.yaml", "config/paper.yaml", "tests/configs/tiny.yaml"])
+def test_every_configured_recipe_is_complete_for_training(name):
+    """A config may leave recipe fields out; what reaches `imagenot train` is complete."""
+    from imagenot.train import validate_recipe
+
+    cfg = icfg.load(ROOT / name)
+    for model in cfg["models"]:
+        validate_recipe(icfg.merged_recipe(cfg, model), model)

@@ -231,7 +231,6 @@ def test_missing_wordnet_and_bad_params(tmp_path):
 def test_cli_reports_bad_params_with_exit_2(monkeypatch, tmp_path, capsys):
     from imagenot import cli
 
-    monkeypatch.setattr(cli, "STAGES", ["imagenot.corpus.demo"])
     rc = cli.main(["demo-corpus", "--wordnet-root", str(tmp_path), "--out-dir", str(tmp_path / "d"),
                    "--params", '{"image_size": 4}'])
     assert rc == 2

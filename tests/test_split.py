@@ -196,7 +196,6 @@ def test_cli(inputs, tmp_path, monkeypatch, capsys):
     from imagenot import cli
 
     dl, classes = inputs
-    monkeypatch.setattr(cli, "STAGES", ["imagenot.dataset"])
     out = tmp_path / "ds"
     assert cli.main(["split", "--download-dir", str(dl), "--classes", str(classes), "--params",
                      json.dumps(PARAMS), "--out-dir", str(out)]) == 0

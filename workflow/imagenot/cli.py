@@ -14,34 +14,45 @@ import sys
 
 from .io import InputError
 
-# stage modules, in pipeline order; each defines add_commands(subparsers)
-STAGES = [
-    "imagenot.config",
-    "imagenot.wordnet",
-    "imagenot.corpus.demo",
-    "imagenot.corpus.server",
-    "imagenot.fetch",
-    "imagenot.curate.cli",
-    "imagenot.download",
-    "imagenot.dataset",
-    "imagenot.models",
-    "imagenot.train",
-    "imagenot.evaluate",
-    "imagenot.aggregate",
-]
+# stage modules, in pipeline order, with the subcommands each registers via add_commands().
+# A call imports only the module of its subcommand: torch alone takes seconds to import, and
+# the workflow calls `imagenot` once per job.
+STAGES = {
+    "imagenot.config": ["validate-config"],
+    "imagenot.wordnet": ["wordnet"],
+    "imagenot.corpus.demo": ["demo-corpus"],
+    "imagenot.corpus.server": ["serve-demo"],
+    "imagenot.fetch": ["fetch"],
+    "imagenot.curate.cli": ["curate"],
+    "imagenot.download": ["download"],
+    "imagenot.dataset": ["split"],
+    "imagenot.models": ["models", "reference"],
+    "imagenot.train": ["train"],
+    "imagenot.evaluate": ["evaluate"],
+    "imagenot.aggregate": ["aggregate"],
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (given ``command``) one that imports only that command's module."""
     parser = argparse.ArgumentParser(prog="imagenot", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in STAGES:
-        importlib.import_module(name).add_commands(sub)
+    for module, commands in STAGES.items():
+        if command is None or command in commands:
+            importlib.import_module(module).add_commands(sub)
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    known = {c for commands in STAGES.values() for c in commands}
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in known else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

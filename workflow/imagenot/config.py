@@ -108,11 +108,36 @@ def load(path: str | Path) -> dict:
     return validate(config, str(path))
 
 
+# Recipe fields a config may leave out, at the defaults of torchvision's
+# references/classification/train.py (which the paper's recipes are written against): no
+# regularisation beyond weight decay, no warmup, no EMA, no clipping. The recipe's core
+# (arch, image_size, epochs, batch_size, optimizer, lr, lr_scheduler) has no default.
+RECIPE_FALLBACKS = {
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "lr_step_size": 30,
+    "lr_gamma": 0.1,
+    "lr_warmup_epochs": 0,
+    "lr_warmup_decay": 0.01,
+    "lr_min": 0.0,
+    "label_smoothing": 0.0,
+    "mixup_alpha": 0.0,
+    "cutmix_alpha": 0.0,
+    "ra_reps": 1,
+    "ema_decay": None,
+    "ema_steps": 32,
+    "clip_grad_norm": None,
+    "aux_loss_weight": 0.0,
+}
+
+
 def merged_recipe(config: dict, model: str) -> dict:
-    """The training recipe of ``model``: training.recipe_defaults updated by models[model]."""
+    """The training recipe of ``model``: RECIPE_FALLBACKS, updated by
+    training.recipe_defaults, updated by models[model]."""
     if model not in config["models"]:
         raise InputError(f"unknown model '{model}'; configured models: {sorted(config['models'])}")
-    recipe = copy.deepcopy(config["training"]["recipe_defaults"])
+    recipe = copy.deepcopy(RECIPE_FALLBACKS)
+    recipe.update(copy.deepcopy(config["training"].get("recipe_defaults", {})))
     recipe.update(copy.deepcopy(config["models"][model]))
     recipe.setdefault("display_name", model)
     recipe.setdefault("arch_kwargs", {})
