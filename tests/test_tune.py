@@ -257,6 +257,9 @@ def test_two_trials_two_rungs_end_to_end(tmp_path, imagenot_cli):
                                   run / "rung0.json")
     winner = summary["ranking"][0]
     assert winner["val_acc"] == max(t["val_acc"] for t in trials)
+    # a rerun of a rung-0 job finds its checkpoint at the budget and does not train further
+    again = tune.run_trial(root / "protocol.json", "mnv3", "ds", 0, 0, data, PARAMS, run / "rung0" / "slot0")
+    assert again["epochs_run"] == 1 and again["val_acc"] == trials[0]["val_acc"]
 
     # rung 1 through the CLI, as the workflow calls it: the winner resumes from its rung-0 checkpoint
     rc = imagenot_cli(["tune", "trial", "--protocol", str(root / "protocol.json"), "--previous", str(run / "rung0.json"),

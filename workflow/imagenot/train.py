@@ -548,7 +548,7 @@ def train(
 def _cmd_train(args: argparse.Namespace) -> int:
     recipe = parse_json(args.recipe, "--recipe")
     params = parse_json(args.params, "--params")
-    if args.overrides:  # tuned hyperparameters (imagenot tune best) replace the recipe's
+    if getattr(args, "overrides", None):  # tuned hyperparameters (imagenot tune best) replace the recipe's
         from .tune import load_overrides
 
         for path in args.overrides:

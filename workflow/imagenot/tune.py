@@ -323,7 +323,24 @@ def _metrics_from_checkpoint(path: Path) -> dict:
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     return {"best_val_acc": ckpt["best"]["val_acc"], "best_epoch": ckpt["best"]["epoch"],
             "epochs_run": ckpt["epoch"], "stopped_early": bool(ckpt["stopped_early"]),
-            "diverged": bool(ckpt.get("diverged", False)), "seconds": ckpt.get("seconds")}
+            "diverged": bool(ckpt.get("diverged", False)), "seconds": ckpt.get("seconds"),
+            "identity": ckpt.get("identity")}
+
+
+def _at_budget(path: Path, budget: int, model: str, recipe: dict, seed: int) -> bool:
+    """Whether ``path`` is this trial's checkpoint already trained to ``budget`` epochs (a
+    rerun of the job must not train it further)."""
+    from . import train as T
+
+    if not path.exists():
+        return False
+    try:
+        m = _metrics_from_checkpoint(path)
+    except Exception:  # unreadable: train() reports it and restarts
+        return False
+    ident = m["identity"] or {}
+    return (m["epochs_run"] >= budget and ident.get("model") == model and ident.get("seed") == seed
+            and ident.get("recipe") == T.validate_recipe(recipe, model))
 
 
 def run_trial(protocol_path, model: str, dataset: str, rung: int, slot: int, data_dir, params: dict,
@@ -369,7 +386,10 @@ def run_trial(protocol_path, model: str, dataset: str, rung: int, slot: int, dat
 
     diverged_at_start = False
     try:
-        T.train(model, recipe, data_dir, seed, params, out_dir, on_epoch_end=stop_at_budget)
+        if budget < recipe["epochs"] and _at_budget(ckpt, budget, model, recipe, seed):
+            log.info("%s: trial %d already trained to this rung's %d epochs", ckpt, trial, budget)
+        else:
+            T.train(model, recipe, data_dir, seed, params, out_dir, on_epoch_end=stop_at_budget)
     except _RungBudgetReached:
         pass
     except FloatingPointError as e:  # diverged in its first epoch: a legitimate trial outcome
