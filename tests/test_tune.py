@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 import subprocess
 import sys
@@ -308,7 +307,7 @@ def tiny_tuning_config(tmp_path, **tuning) -> Path:
     return path
 
 
-def test_workflow_plans_tuning_before_training_and_locks_the_protocol(tmp_path):
+def test_workflow_plans_tuning_before_training(tmp_path):
     config = tiny_tuning_config(tmp_path)
     r = snakemake("-n", "--configfile", str(config), "--directory", str(tmp_path), cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -325,21 +324,51 @@ def test_workflow_plans_tuning_before_training_and_locks_the_protocol(tmp_path):
     assert len(train_inputs) == 3
     assert all(re.search(r"results/tune/imagenot/[a-z0-9_]+/best\.json", line) for line in train_inputs)
 
-    # the protocol rule for real, then a changed space: Snakemake reruns it and it refuses
-    r = snakemake("--cores", "1", "--configfile", str(config), "--directory", str(tmp_path),
-                  "results/tune/protocol.json", cwd=ROOT)
-    assert r.returncode == 0, r.stderr[-3000:]
-    first = read_json(tmp_path / "results/tune/protocol.json")
-    changed = tiny_tuning_config(tmp_path, n_trials=4)
-    r = snakemake("--cores", "1", "--configfile", str(changed), "--directory", str(tmp_path),
-                  "results/tune/protocol.json", cwd=ROOT)
+
+@pytest.mark.slow
+def test_workflow_tunes_for_real_and_locks_the_protocol(tmp_path):
+    """`snakemake tune` on an existing tiny WebDataset: protocol, 2 + 1 trial jobs, rankings,
+    best.json; then a changed budget stops the workflow at the protocol until a reason is given."""
+    data = make_dataset_dir(tmp_path / "ds", n_classes=3, per_class={"train": 8, "val": 4, "test": 2}, size=32)
+
+    def write_config(name, **tuning):
+        cfg = yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text())
+        cfg["datasets"] = {"wds": {"source": "webdataset", "path": str(data)}}
+        cfg["models"] = {"mnv3": {"arch": "mobilenet_v3_small", "reference_weights": "MobileNet_V3_Small_Weights.IMAGENET1K_V1"}}
+        cfg["analysis"]["baseline_model"] = "mnv3"
+        cfg["training"]["recipe_defaults"]["batch_size"] = 8
+        cfg["tuning"] = {"enabled": True, "n_trials": 2, "eta": 2, "min_epochs": 1, "max_epochs": 2, **tuning}
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    r = snakemake("--cores", "2", "--configfile", str(write_config("a.yaml")), "--directory", str(tmp_path / "w"),
+                  "tune", cwd=ROOT)
+    w = tmp_path / "w"
+    if r.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((w / "logs").rglob("*.log")))
+        pytest.fail(f"snakemake failed:\n{r.stderr[-3000:]}\n{logs}")
+    run = w / "results/tune/wds/mnv3"
+    final = read_json(run / "rung1/slot0/trial.json")
+    rung0 = read_json(run / "rung0.json")
+    assert final["trial"] == rung0["promoted"][0] and final["resumed_from"]["rung"] == 0
+    assert read_json(run / "best.json")["trial"] == final["trial"]
+    first = read_json(w / "results/tune/protocol.json")
+    trial_mtime = (run / "rung0/slot0/trial.json").stat().st_mtime
+
+    # a changed budget: Snakemake reruns the protocol job, which refuses; no trial runs
+    r = snakemake("--cores", "1", "--configfile", str(write_config("b.yaml", n_trials=3)), "--directory", str(w),
+                  "tune", cwd=ROOT)
     assert r.returncode != 0
-    assert "tuning.n_trials: 3 -> 4" in (tmp_path / "logs/tune/protocol.log").read_text()
-    assert read_json(tmp_path / "results/tune/protocol_history.json")[-1]["protocol"] == first
-    reason = tiny_tuning_config(tmp_path, n_trials=4, protocol_change_reason="one more trial for all models")
-    r = snakemake("--cores", "1", "--configfile", str(reason), "--directory", str(tmp_path),
-                  "results/tune/protocol.json", cwd=ROOT)
+    assert "tuning.n_trials: 2 -> 3" in (w / "logs/tune/protocol.log").read_text()
+    assert read_json(w / "results/tune/protocol_history.json")[-1]["protocol"] == first
+    assert (run / "rung0/slot0/trial.json").stat().st_mtime == trial_mtime
+    # with a reason the new protocol is written and the change recorded
+    reason = write_config("c.yaml", n_trials=3, protocol_change_reason="one more trial for all models")
+    r = snakemake("--cores", "1", "--configfile", str(reason), "--directory", str(w), "results/tune/protocol.json",
+                  cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
-    history = read_json(tmp_path / "results/tune/protocol_history.json")
+    history = read_json(w / "results/tune/protocol_history.json")
     assert [h["reason"] for h in history] == [None, "one more trial for all models"]
-    assert read_json(tmp_path / "results/tune/protocol.json")["tuning"]["n_trials"] == 4
+    assert history[1]["previous"] == first
+    assert read_json(w / "results/tune/protocol.json")["tuning"]["n_trials"] == 3
