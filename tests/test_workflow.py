@@ -43,6 +43,9 @@ def test_paper_dry_run_plans_the_whole_study(tmp_path):
     assert counts["fetch_laion2B-en"] == 128
     assert counts["curate_match"] == 128
     assert counts["train"] == 9 * 3 and counts["evaluate"] == 9 * 3
+    # tuning (Appendix A): 24 trials per model, successive halving over rungs of 24 / 8 / 3
+    assert counts["tune_protocol"] == 1
+    assert counts["tune_trial"] == 9 * (24 + 8 + 3) and counts["tune_rung"] == 9 * 3 and counts["tune_best"] == 9
     for rule in ("wordnet", "curate_vocab", "curate_select", "download", "split", "fig1", "rank_agreement"):
         assert counts[rule] == 1
     print(f"paper.yaml dry run: {sum(counts.values())} jobs planned in {seconds:.1f} s")
