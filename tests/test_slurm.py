@@ -112,7 +112,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_profile(partition: str, logdir: Path) -> dict:
+def slurm_test_profile(partition: str, logdir: Path) -> dict:
     """profiles/slurm/config.yaml with the site knobs set for one small local node."""
     prof = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
     resources = [prof["default-resources"], *prof["set-resources"].values()]
@@ -140,8 +140,6 @@ def test_profile(partition: str, logdir: Path) -> dict:
     return prof
 
 
-# pytest would collect a module-level function named test_*: keep the helper out of collection
-test_profile.__test__ = False
 
 
 def scontrol_job(jobid: str) -> dict:
@@ -167,7 +165,7 @@ def test_train_and_evaluate_go_through_sbatch_with_a_gpu(slurm_partition, tmp_pa
 
     profile = tmp_path / "profile"
     profile.mkdir()
-    prof = test_profile(slurm_partition, work / "slurm_logs")
+    prof = slurm_test_profile(slurm_partition, work / "slurm_logs")
     assert prof["set-resources"]["train"]["gpu"] == 1 and prof["set-resources"]["evaluate"]["gpu"] == 1
     (profile / "config.yaml").write_text(yaml.safe_dump(prof))
 
