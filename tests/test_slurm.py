@@ -112,16 +112,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def slurm_test_profile(partition: str, logdir: Path) -> dict:
+def slurm_test_profile(partition: str, logdir: Path, gpu_cpus: int) -> dict:
     """profiles/slurm/config.yaml with the site knobs set for one small local node."""
     prof = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
     resources = [prof["default-resources"], *prof["set-resources"].values()]
     for res in resources:
         if "slurm_partition" in res:
             res["slurm_partition"] = partition
-        for key in ("cpus_per_task", "cpus_per_gpu"):
-            if key in res:
-                res[key] = 1
+        if "cpus_per_task" in res:
+            res["cpus_per_task"] = 1
+        if "cpus_per_gpu" in res:
+            res["cpus_per_gpu"] = gpu_cpus
         if "mem_mb" in res:
             res["mem_mb"] = min(res["mem_mb"], 1500)
         if "runtime" in res:
@@ -165,7 +166,9 @@ def test_train_and_evaluate_go_through_sbatch_with_a_gpu(slurm_partition, tmp_pa
 
     profile = tmp_path / "profile"
     profile.mkdir()
-    prof = slurm_test_profile(slurm_partition, work / "slurm_logs")
+    node_cpus = min(int(c) for c in run(["sinfo", "-h", "-p", slurm_partition, "-o", "%c"]).stdout.split())
+    gpu_cpus = min(2, node_cpus)  # 2 tells --cpus-per-gpu apart from the default of one CPU
+    prof = slurm_test_profile(slurm_partition, work / "slurm_logs", gpu_cpus)
     assert prof["set-resources"]["train"]["gpu"] == 1 and prof["set-resources"]["evaluate"]["gpu"] == 1
     (profile / "config.yaml").write_text(yaml.safe_dump(prof))
 
@@ -208,7 +211,7 @@ def test_train_and_evaluate_go_through_sbatch_with_a_gpu(slurm_partition, tmp_pa
     for rule in ("train", "evaluate"):
         j = rules[rule]
         assert j["TresPerJob"] == "gres:gpu:1" and j["JOB_GRES"] == "gpu:1", j["_text"]
-        assert j["NumCPUs"] == "1" and "mem=1500M" in j["TRES"], j["_text"]
+        assert j["NumCPUs"] == str(gpu_cpus) and "mem=1500M" in j["TRES"], j["_text"]
         assert j["TimeLimit"] == "00:15:00"
 
     # each job's SLURM log was written by the job on the node and kept
