@@ -3,7 +3,8 @@
 The cluster is the single-node one of scripts/local-slurm-start.sh (slurmctld + slurmd on
 loopback, two fake GPUs backed by /dev/null and /dev/zero), started by .ci/run. When `sbatch`
 does not answer, the test starts it itself if it runs as root with apt-get; otherwise it skips,
-unless IMAGENOT_REQUIRE_SLURM=1 (set by .ci/run), where it fails.
+unless IMAGENOT_REQUIRE_SLURM=1 (set by .ci/run), where it fails. It also skips (or fails) when
+the cluster has no GPU GRES or its nodes are not this machine (an HPC login node).
 
 The test profile is profiles/slurm/config.yaml with only its site knobs changed: the cluster's
 partition for every rule, CPUs and memory scaled down to one small node, fast status polling,
@@ -101,6 +102,11 @@ def slurm_partition():
     name, avail, gres = default[0][0].rstrip("*"), default[0][1], " ".join(default[0][2:])
     if avail != "up" or "gpu" not in gres:
         skip_or_fail(f"default partition {name} is {avail} with GRES {gres!r} (needs gpu)")
+    # the test's files are in a local temporary directory: only a cluster on this machine sees them
+    host = socket.gethostname().split(".")[0]
+    nodes = run(["sinfo", "-h", "-N", "-p", name, "-o", "%N"]).stdout.split()
+    if host not in nodes:
+        skip_or_fail(f"partition {name}'s nodes {nodes} are not this machine ({host}): not a local cluster")
     yield name
     if started:
         run([str(STOP)], timeout=120)
