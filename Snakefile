@@ -32,6 +32,16 @@ include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
 
 
+# Quick rules run on the submitting host even with a cluster executor (profiles/slurm):
+# `wordnet` may need the network, which login nodes usually have and compute nodes often lack.
+localrules:
+    wordnet,
+    reference_accuracies,
+    accuracies,
+    rank_agreement,
+    fig1,
+
+
 rule all:
     default_target: True
     input:
