@@ -29,6 +29,7 @@ include: "rules/download.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
+include: "rules/curate_figures.smk"
 
 
 rule all:

@@ -230,7 +230,8 @@ def plot_fig12(table: pd.DataFrame, bins: int = 30):
     """Figure 12: histogram of the number of siblings of each class in its list's subtree."""
     names = list(dict.fromkeys(table["list"]))
     hi = int(table["siblings"].max())
-    edges = np.arange(0, hi + 2) - 0.5 if hi < bins else np.linspace(-0.5, hi + 0.5, bins + 1)
+    width = max(1, -(-(hi + 1) // bins))  # integer-aligned bins, at most ``bins`` of them
+    edges = np.arange(0, hi + width + 1, width) - 0.5
     fig = new_figure((8, 4.5))
     ax = fig.add_subplot()
     for n, c in zip(names, _colors(len(names))):
@@ -448,6 +449,9 @@ def cmd_fig12(args) -> int:
 
 
 def _embedding_specs(items: Sequence[str]) -> dict[str, str]:
+    if not items:
+        raise InputError("no image embeddings given (--embeddings NAME=PATH): in the workflow, set "
+                         "figures.image_embeddings in the config (dataset name -> embedding file)")
     out = {}
     for it in items:
         name, sep, path = it.partition("=")
@@ -504,7 +508,7 @@ def add_commands(sub) -> None:
     for name, which, helptext in (("fig10", "intra", "intra-class CLIP image similarity"),
                                   ("fig6", "inter", "inter-class CLIP image similarity")):
         q = s.add_parser(name, help=helptext)
-        q.add_argument("--embeddings", action="append", required=True, metavar="NAME=PATH",
+        q.add_argument("--embeddings", action="append", default=[], metavar="NAME=PATH",
                        help="image embeddings of one dataset (.npz embeddings+labels, or parquet embedding+label/wnid)")
         outputs(q, "per-class similarity CSV")
         q.set_defaults(func=_cmd_image(which))
