@@ -124,7 +124,7 @@ def plot_fig4(stats: pd.DataFrame, threshold: float | None, top_n: int, selected
     """Figure 4: per-class summary statistics of caption x gloss similarity."""
     if stats.empty:
         raise InputError("fig4: no classes with captions in the text-similarity table")
-    fig = new_figure((9, 4.8))
+    fig = new_figure((10, 4.8))
     ax = fig.add_subplot()
     x = np.arange(1, len(stats) + 1)
     ax.fill_between(x, stats["min"], stats["max"], color="tab:blue", alpha=0.12, lw=0, label="min - max")
@@ -137,9 +137,9 @@ def plot_fig4(stats: pd.DataFrame, threshold: float | None, top_n: int, selected
     sel = set(selected)
     if sel:
         mask = stats["wnid"].isin(sel).to_numpy()
-        lo = float(np.nanmin(stats["min"]))
-        ax.plot(x[mask], np.full(mask.sum(), lo), "|", color="tab:orange", ms=8,
-                label=f"selected classes ({int(mask.sum())})")
+        # a rug along the bottom edge (x in data, y in axes coordinates)
+        ax.plot(x[mask], np.full(mask.sum(), 0.015), "|", color="tab:orange", ms=10, mew=1.5,
+                transform=ax.get_xaxis_transform(), label=f"selected classes ({int(mask.sum())})")
     ax.set_xlabel(f"class (step-6 synsets, ordered by the mean of their top {top_n})")
     ax.set_ylabel("caption x synset-gloss similarity")
     ax.set_xlim(0.5, len(stats) + 0.5)
@@ -147,7 +147,7 @@ def plot_fig4(stats: pd.DataFrame, threshold: float | None, top_n: int, selected
     if model:
         title += f"\n{model}"
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="lower left", ncols=2)
+    fig.legend(fontsize=7, loc="outside right upper")
     return fig
 
 

@@ -329,7 +329,7 @@ def _fmt(v, kind: str) -> str:
     if kind == "pct":
         return f"{100 * v:.1f}%"
     if kind == "ratio":
-        return f"{v:.2f}"
+        return f"{v:.2f}" if abs(v) >= 0.1 else f"{v:.2g}"
     return f"{v:.2f}"
 
 
