@@ -30,6 +30,7 @@ include: "rules/tune.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
+include: "rules/curate_figures.smk"
 
 
 # Quick rules run on the submitting host even with a cluster executor (profiles/slurm):

@@ -86,3 +86,19 @@ ALL_TARGETS = [
     f"{FIGURES}/fig1_relative_improvement.png",
     f"{FIGURES}/fig1_relative_improvement.pdf",
 ]
+
+# The curation tables and figures (rules/curate_figures.smk); Figures 6 and 10 only when the
+# config names CLIP image embeddings (figures.image_embeddings).
+ALL_TARGETS += [
+    f"{TABLES}/table3_wordnet_subtree.csv",
+    f"{TABLES}/table3_published.csv",
+    f"{FIGURES}/fig4_text_similarity_stats.png",
+    f"{FIGURES}/fig5_text_similarity_distributions.png",
+    f"{FIGURES}/fig11_synset_depth.png",
+    f"{FIGURES}/fig12_siblings.png",
+]
+if config.get("figures", {}).get("image_embeddings"):
+    ALL_TARGETS += [
+        f"{FIGURES}/fig6_inter_class_similarity.png",
+        f"{FIGURES}/fig10_intra_class_similarity.png",
+    ]

@@ -136,3 +136,21 @@ def test_tiny_rerun_does_nothing_and_epoch_change_reruns_one_model(tiny_run):
     assert counts.pop("train") == 1 and counts.pop("evaluate") == 1
     assert set(counts) <= {"accuracies", "rank_agreement", "fig1", "all", "total"}
     assert "wildcards: dataset=imagenot, model=resnet18, seed=0" in out
+
+
+@pytest.mark.slow
+def test_tiny_curation_figures_and_table3(tiny_run):
+    work, _ = tiny_run
+    classes = pd.read_parquet(work / "results/curate/classes.parquet")
+    t3 = pd.read_csv(work / "results/tables/table3_wordnet_subtree.csv").set_index("key")
+    assert t3.loc["classes", "ImageNot"] == len(classes)
+    assert t3.loc["nodes", "ImageNet"] == 1860 and t3.loc["synset_overlap", "ImageNot"] == 0
+    assert (work / "results/tables/table3_wordnet_subtree.md").read_text().startswith("**")
+    pub = pd.read_csv(work / "results/tables/table3_published.csv").set_index("key")
+    assert pub.loc["classes", "ImageNot-published"] == 1000 and pub.loc["edges", "ImageNet"] == 1937
+    stats = pd.read_csv(work / "results/tables/fig4_text_similarity_stats.csv")
+    assert set(classes["wnid"]) <= set(stats["wnid"])
+    for name in ("fig4_text_similarity_stats", "fig5_text_similarity_distributions", "fig11_synset_depth",
+                 "fig12_siblings"):
+        for ext in ("png", "pdf"):
+            assert (work / f"results/figures/{name}.{ext}").stat().st_size > 1000

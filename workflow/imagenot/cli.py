@@ -24,6 +24,8 @@ STAGES = {
     "imagenot.corpus.server": ["serve-demo"],
     "imagenot.fetch": ["fetch"],
     "imagenot.curate.cli": ["curate"],
+    "imagenot.curate.subtree": ["table3"],
+    "imagenot.curate.figures": ["curation-figures"],
     "imagenot.download": ["download"],
     "imagenot.dataset": ["split"],
     "imagenot.models": ["models", "reference"],
