@@ -38,6 +38,9 @@ def add_commands(sub) -> None:
     q.add_argument("--columns", default="{}",
                    help='JSON {url,text,width,height,similarity,punsafe} -> column names (config corpus.columns)')
     q.add_argument("--max-punsafe", type=float, default=0.5, help="drop rows whose punsafe exceeds this")
+    q.add_argument("--max-caption-bytes", type=int, default=10_000,
+                   help="skip (and count) captions longer than this many UTF-8 bytes")
+    q.add_argument("--config", default="", help="JSON of config values recorded as provenance")
     q.add_argument("--key-prefix", default=None,
                    help="row keys are KEY_PREFIX/ROW_INDEX, e.g. SUBSET/PART (default: the input file's stem)")
     q.add_argument("--out", required=True, help="matches parquet")
@@ -79,14 +82,16 @@ def add_commands(sub) -> None:
 
 def _cmd_vocab(args: argparse.Namespace) -> int:
     from .. import wordnet
-    from . import vocab
+    from . import provenance, vocab
 
     t0 = time.time()
     reader = wordnet.load(args.wordnet_root)
     synsets = vocab.build_synsets(reader)
     voc = vocab.build_vocab(synsets, vocab.read_noun_exceptions(vocab.noun_exc_path(reader)))
-    write_parquet(synsets, args.out_synsets)
-    write_parquet(voc, args.out_vocab)
+    prov = provenance.build("vocab", {"wordnet.root": args.wordnet_root},
+                            wordnet=provenance.wordnet_info(reader, args.wordnet_root, len(synsets)), models={})
+    vocab.write_with_provenance(synsets, args.out_synsets, prov)
+    vocab.write_with_provenance(voc, args.out_vocab, prov)
     log.info("%d synsets, %d surfaces (%d rows) in %.1f s", len(synsets), voc["surface"].nunique(),
              len(voc), time.time() - t0)
     return 0
@@ -95,7 +100,10 @@ def _cmd_vocab(args: argparse.Namespace) -> int:
 def _cmd_match(args: argparse.Namespace) -> int:
     from .match import run_match
 
-    run_match(args.input, args.vocab, args.columns, args.max_punsafe, args.out, args.report, args.key_prefix)
+    from .provenance import parse_config
+
+    run_match(args.input, args.vocab, args.columns, args.max_punsafe, args.out, args.report, args.key_prefix,
+              max_caption_bytes=args.max_caption_bytes, config=parse_config(args.config))
     return 0
 
 
