@@ -192,7 +192,7 @@ def embed_bucket(work: str | Path, b: int, model, gloss_emb: np.ndarray, row_of:
 
 def text_similarity(captions_path: str | Path, synsets_path: str | Path, params: dict,
                     out_path: str | Path, bucket_rows: int = 1_000_000, device: str | None = None,
-                    work_dir: str | Path | None = None, provenance: dict | None = None) -> dict:
+                    work_dir: str | Path | None = None, provenance: dict | None = None, model=None) -> dict:
     """Step 7's caption x gloss similarity for every caption of ``captions.parquet``.
 
     Captions are partitioned by hash into buckets of about ``bucket_rows`` rows (equal
@@ -224,7 +224,8 @@ def text_similarity(captions_path: str | Path, synsets_path: str | Path, params:
     resumed = n_buckets - len(todo)
     dev = None
     if todo:
-        model = load_model(model_spec, device)
+        if model is None:  # (an already loaded model of ``model_spec`` may be passed in)
+            model = load_model(model_spec, device)
         dev = str(getattr(model, "device", device))
         gloss_emb = encode(model, [gloss_text(syn.at[w, "lemmas"], syn.at[w, "gloss"]) for w in wnids], batch_size)
         row_of = {w: i for i, w in enumerate(wnids)}

@@ -37,8 +37,9 @@ def wordnet_info(reader, root: str | Path, n_noun_synsets: int) -> dict:
 def models_from_config(config: Mapping | None) -> dict:
     """Model ids named by a curation config section (text embedding and CLIP)."""
     cfg = dict(config or {})
-    ts = dict(cfg.get("text_similarity") or {})
-    clip = dict(cfg.get("clip") or {})
+    cur = dict(cfg.get("curation") or cfg)
+    ts = dict(cfg.get("curation.text_similarity") or cur.get("text_similarity") or {})
+    clip = dict(cfg.get("curation.clip") or cur.get("clip") or {})
     out = {}
     if ts.get("model"):
         out["text"] = ts["model"]
