@@ -163,7 +163,12 @@ def main() -> None:
         f"matched rows): {rate['shard']:,.0f} rows/s/core (wall {rate['shard_wall']:,.0f}/s)",
         "results: column matcher == NgramMatcher, and overlapping NgramMatcher == n-gram baseline, "
         f"on all {len(sample):,} sample captions",
+        "",
+        "projected step-1 core-hours (captions / rate / 3600; matcher only | end to end match_shard):",
     ]
+    for name, n in (("laion2B-en", 2.32e9), ("LAION-5B", 5.85e9)):
+        lines.append(f"  {name} ({n / 1e9:.2f}B captions): {n / rate['project'] / 3600:,.0f} | "
+                     f"{n / rate['shard'] / 3600:,.0f} core-hours")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     Path(args.out).write_text(text)
