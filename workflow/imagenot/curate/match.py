@@ -301,6 +301,10 @@ class ColumnMatcher:
             off.append(len(flat))
         self._surf_off = np.array(off, np.int64)
         self._surf_wnids = np.array(flat, np.int64)
+        # per token id + 1 (0: not a vocabulary token): its root child, that node's surface, children
+        self._tok_node = np.concatenate(([0], self._root_child))
+        self._tok_surface = np.where(self._tok_node > 0, self._surface_of[self._tok_node], -1)
+        self._tok_has_child = (self._tok_node > 0) & self._has_child[self._tok_node]
         self._wnid_array = pa.array(self.wnids, pa.string())
 
     @classmethod
@@ -317,35 +321,24 @@ class ColumnMatcher:
         if n == 0:
             return np.zeros(1, np.int64), np.zeros(0, np.int64)
         flat, tok_off = tokens_of_column(texts)
-        T = len(flat)
         tid = pc.index_in(flat, value_set=self._tokens).to_numpy(zero_copy_only=False)
         tid = np.nan_to_num(tid, nan=-1).astype(np.int64) if tid.dtype.kind == "f" else tid.astype(np.int64)
         cap = np.repeat(np.arange(n, dtype=np.int64), np.diff(tok_off))
         cap_end = tok_off[1:][cap]  # end (exclusive) of each token's caption
-        L = np.zeros(T, np.int64)
-        S = np.full(T, -1, np.int64)
-        pos = np.nonzero(tid >= 0)[0]
-        node = np.zeros(len(pos), np.int64)
+        # level 1 straight from per-token tables (index 0: a token in no surface)
+        tid1 = tid + 1
+        S = self._tok_surface[tid1]  # surface of the longest match at each position so far
+        L = (S >= 0).astype(np.int64)  # its length in tokens
+        pos = np.flatnonzero(self._tok_has_child[tid1])
+        node = self._tok_node[tid1[pos]]
         keys, child, surface_of, V = self._keys, self._child, self._surface_of, self.n_tokens
-        for k in range(self.max_n):
-            if k:
-                idx = pos + k
-                ok = idx < cap_end[pos]
-                pos, node, idx = pos[ok], node[ok], idx[ok]
-                t = tid[idx]
-                ok = t >= 0
-                pos, node, t = pos[ok], node[ok], t[ok]
-            else:  # the first level is a dense table: token -> node
-                node = self._root_child[tid[pos]]
-                ok = node > 0
-                pos, node = pos[ok], node[ok]
-                s = surface_of[node]
-                hit = s >= 0
-                L[pos[hit]] = 1
-                S[pos[hit]] = s[hit]
-                ok = self._has_child[node]
-                pos, node = pos[ok], node[ok]
-                continue
+        for k in range(1, self.max_n):
+            idx = pos + k
+            ok = idx < cap_end[pos]
+            pos, node, idx = pos[ok], node[ok], idx[ok]
+            t = tid[idx]
+            ok = t >= 0
+            pos, node, t = pos[ok], node[ok], t[ok]
             if len(pos) == 0:
                 break
             key = node * V + t
@@ -370,15 +363,15 @@ class ColumnMatcher:
         mpos = mpos[keep]
         surf = S[mpos]
         mcap = cap[mpos]
-        cnt = self._surf_off[surf + 1] - self._surf_off[surf]
-        rep = np.repeat(np.arange(len(surf)), cnt)
-        within = np.arange(len(rep)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        w = self._surf_wnids[self._surf_off[surf][rep] + within]
+        start = self._surf_off[surf]
+        cnt = self._surf_off[surf + 1] - start
+        first = np.cumsum(cnt) - cnt  # where each match's wnids begin in the expanded arrays
         W = len(self.wnids)
-        pair = np.sort(mcap[rep] * W + w, kind="stable")  # runs per caption: timsort merges them
+        w = self._surf_wnids[np.arange(int(cnt.sum())) + np.repeat(start - first, cnt)]
+        pair = np.sort(np.repeat(mcap * W, cnt) + w, kind="stable")  # runs per caption: timsort merges them
         if len(pair) > 1:
             pair = pair[np.concatenate(([True], pair[1:] != pair[:-1]))]
-        pcap, pw = pair // W, pair % W
+        pcap, pw = np.divmod(pair, W)
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(pcap, minlength=n), out=offsets[1:])
         return offsets, pw
