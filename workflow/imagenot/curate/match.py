@@ -321,8 +321,7 @@ class ColumnMatcher:
         if n == 0:
             return np.zeros(1, np.int64), np.zeros(0, np.int64)
         flat, tok_off = tokens_of_column(texts)
-        tid = pc.index_in(flat, value_set=self._tokens).to_numpy(zero_copy_only=False)
-        tid = np.nan_to_num(tid, nan=-1).astype(np.int64) if tid.dtype.kind == "f" else tid.astype(np.int64)
+        tid = pc.fill_null(pc.index_in(flat, value_set=self._tokens), -1).to_numpy().astype(np.int64)
         cap = np.repeat(np.arange(n, dtype=np.int64), np.diff(tok_off))
         cap_end = tok_off[1:][cap]  # end (exclusive) of each token's caption
         # level 1 straight from per-token tables (index 0: a token in no surface)
@@ -366,12 +365,12 @@ class ColumnMatcher:
         start = self._surf_off[surf]
         cnt = self._surf_off[surf + 1] - start
         first = np.cumsum(cnt) - cnt  # where each match's wnids begin in the expanded arrays
-        W = len(self.wnids)
+        shift = max(1, int(len(self.wnids) - 1).bit_length())  # (caption, wnid) -> caption << shift | wnid
         w = self._surf_wnids[np.arange(int(cnt.sum())) + np.repeat(start - first, cnt)]
-        pair = np.sort(np.repeat(mcap * W, cnt) + w, kind="stable")  # runs per caption: timsort merges them
+        pair = np.sort(np.repeat(mcap << shift, cnt) | w, kind="stable")  # runs per caption: timsort merges them
         if len(pair) > 1:
             pair = pair[np.concatenate(([True], pair[1:] != pair[:-1]))]
-        pcap, pw = np.divmod(pair, W)
+        pcap, pw = pair >> shift, pair & ((1 << shift) - 1)
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(pcap, minlength=n), out=offsets[1:])
         return offsets, pw
