@@ -95,6 +95,18 @@ def curate_matcher(curate_tables):
 
 
 @pytest.fixture(scope="session")
+def curate_column_matcher(curate_tables):
+    """The workflow's vectorised matcher on the same vocabulary."""
+    from imagenot.curate.match import ColumnMatcher
+
+    _, voc = curate_tables
+    mapping: dict[str, list[str]] = {}
+    for s, w in zip(voc["surface"], voc["wnid"]):
+        mapping.setdefault(s, []).append(w)
+    return ColumnMatcher(mapping)
+
+
+@pytest.fixture(scope="session")
 def curate_names(curate_tables) -> dict:
     """wnid -> NLTK synset name, and back."""
     synsets, _ = curate_tables
