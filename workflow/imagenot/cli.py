@@ -29,6 +29,8 @@ STAGES = {
     "imagenot.models": ["models", "reference"],
     "imagenot.train": ["train"],
     "imagenot.evaluate": ["evaluate"],
+    "imagenot.robustness": ["robustness"],
+    "imagenot.transfer": ["transfer-data", "transfer"],
     "imagenot.aggregate": ["aggregate"],
 }
 
