@@ -13,25 +13,15 @@ from torchvision import tv_tensors
 from imagenot import cli
 from imagenot import evaluate as E
 from imagenot import robustness as R
-from imagenot import train as T
 from imagenot.io import InputError
-from test_data import make_dataset_dir
-from test_train import PARAMS, RECIPE
 
-RECIPE_SMALL = dict(RECIPE, arch="mobilenet_v3_small", epochs=2)
+from conftest import SMALL_TRAINED_RECIPE as RECIPE_SMALL
+
 EVAL = {"batch_size": 34, "device": "cpu", "threads": 1, "amp": False}
 
 PAPER_A3 = ["Identity", "Gaussian Blur", "Adjust Sharpness", "Affine", "ColorJitter", "Contrast", "Equalize",
             "Grayscale", "Horizontal Flip", "Invert", "Perspective", "Posterize", "Resized Crop", "Rotation",
             "Sharpness", "Solarize", "Vertical Flip"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("robust")
-    ds = make_dataset_dir(root / "ds", per_class={"train": 8, "val": 2, "test": 5}, seed=2, corrupt={"test": 1})
-    T.train("mobilenet_v3_small", RECIPE_SMALL, ds, 0, PARAMS, root / "train")
-    return ds, root / "train" / "model.pt", root
 
 
 def test_the_17_augmentations_are_the_papers():
@@ -81,8 +71,8 @@ def test_augmentations_depend_on_seed_and_key_only():
     assert not torch.equal(a[rotation], c[rotation]) and not torch.equal(a[rotation], d[rotation])
 
 
-def test_robustness_contract_and_determinism(trained, tmp_path):
-    ds, ckpt, _ = trained
+def test_robustness_contract_and_determinism(small_trained, tmp_path):
+    ds, ckpt = small_trained
     first = R.robustness("mobilenet_v3_small", RECIPE_SMALL, ckpt, ds, EVAL, tmp_path / "a", dataset="toy", seed=0)
     # a different loader batch size: same examples, same random parameters, same predictions
     second = R.robustness("mobilenet_v3_small", RECIPE_SMALL, ckpt, ds, dict(EVAL, batch_size=17), tmp_path / "b",
@@ -117,8 +107,8 @@ def test_robustness_contract_and_determinism(trained, tmp_path):
     assert ident["key"].tolist() == evp["key"].tolist() and ident["pred"].tolist() == evp["pred"].tolist()
 
 
-def test_max_examples_and_cli(trained, tmp_path):
-    ds, ckpt, _ = trained
+def test_max_examples_and_cli(small_trained, tmp_path):
+    ds, ckpt = small_trained
     params = dict(EVAL, robustness={"seed": 3, "p": 0.5, "max_examples": 7})
     rc = cli.main(["robustness", "--model", "mobilenet_v3_small", "--recipe", json.dumps(RECIPE_SMALL),
                    "--checkpoint", str(ckpt), "--data-dir", str(ds), "--params", json.dumps(params),
@@ -129,8 +119,8 @@ def test_max_examples_and_cli(trained, tmp_path):
     assert len(pd.read_parquet(tmp_path / "robustness_predictions.parquet")) == 7 * 17
 
 
-def test_bad_input_names_file_or_field(trained, tmp_path, capsys):
-    ds, ckpt, _ = trained
+def test_bad_input_names_file_or_field(small_trained, tmp_path, capsys):
+    ds, ckpt = small_trained
     with pytest.raises(InputError, match="nope.pt: checkpoint not found"):
         R.robustness("mobilenet_v3_small", RECIPE_SMALL, tmp_path / "nope.pt", ds, EVAL, tmp_path)
     with pytest.raises(InputError, match=r"'robustness\.p'"):
