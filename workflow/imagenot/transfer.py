@@ -463,7 +463,7 @@ def transfer(
             ok = _train_loop(step, n_train, batch_size, epochs, gen)
             with torch.no_grad():
                 val_top1 = float((head(feats["val"]).argmax(1) == labels["val"]).float().mean()) if ok else 0.0
-            state = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+            trained = head
         else:
             model = copy.deepcopy(base)
             optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], trial)
@@ -485,16 +485,15 @@ def transfer(
             model.train()
             ok = _train_loop(step, n_train, batch_size, epochs, gen)
             val_top1 = float((predict_array(model, xs["val"], size, device, amp, ebs) == ys["val"]).float().mean()) if ok else 0.0
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            del model
+            trained = model
         if not ok:
             log.warning("%s %s trial %d diverged (%s); scored 0", model_name, mode, i, trial)
         results.append({"trial": i, **trial, "batch_size": batch_size, "epochs": epochs,
                         "val_top1": val_top1, "diverged": not ok})
         log.info("%s %s trial %d/%d: %s val_top1 %.4f", model_name, mode, i + 1, len(trials), trial, val_top1)
-        if ok and (best is None or val_top1 > best[0]):
-            best = (val_top1, i, state)
-        del state
+        if ok and (best is None or val_top1 > best[0]):  # keep only the best trial's weights
+            best = (val_top1, i, {k: v.detach().cpu().clone() for k, v in trained.state_dict().items()})
+        del trained
 
     if best is None:
         raise FloatingPointError(f"{model_name} {mode}: every trial diverged; lower search_space.lr")
