@@ -28,6 +28,7 @@ STAGES = {
     "imagenot.dataset": ["split"],
     "imagenot.models": ["models", "reference"],
     "imagenot.train": ["train"],
+    "imagenot.tune": ["tune"],
     "imagenot.evaluate": ["evaluate"],
     "imagenot.robustness": ["robustness"],
     "imagenot.transfer": ["transfer-data", "transfer"],
