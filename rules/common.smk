@@ -102,3 +102,19 @@ if config.get("figures", {}).get("image_embeddings"):
         f"{FIGURES}/fig6_inter_class_similarity.png",
         f"{FIGURES}/fig10_intra_class_similarity.png",
     ]
+
+def transfer_runtime():
+    """Run-time options of `imagenot transfer`, from the training section."""
+    keys = ("device", "threads", "amp")
+    runtime = {k: config["training"][k] for k in keys if k in config["training"]}
+    return dict(runtime, eval_batch_size=config["evaluation"]["batch_size"])
+
+
+# robustness (evaluation.robustness.enabled) and transfer (transfer.modes) for every run
+if config["evaluation"]["robustness"]["enabled"]:
+    ALL_TARGETS += run_outputs("eval", "robustness.json")
+ALL_TARGETS += [
+    path
+    for mode in config["transfer"]["modes"]
+    for path in run_outputs("transfer", f"{mode}.json")
+]

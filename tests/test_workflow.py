@@ -43,6 +43,7 @@ def test_paper_dry_run_plans_the_whole_study(tmp_path):
     assert counts["fetch_laion2B-en"] == 128
     assert counts["curate_match"] == 128
     assert counts["train"] == 9 * 3 and counts["evaluate"] == 9 * 3
+    assert counts["robustness"] == 9 * 3 and counts["transfer"] == 9 * 3 * 2 and counts["transfer_data"] == 1
     # tuning (Appendix A): 24 trials per model, successive halving over rungs of 24 / 8 / 3
     assert counts["tune_protocol"] == 1
     assert counts["tune_trial"] == 9 * (24 + 8 + 3) and counts["tune_rung"] == 9 * 3 and counts["tune_best"] == 9
@@ -56,6 +57,7 @@ def test_demo_dry_run_names_every_target(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     counts = job_counts(r.stdout + r.stderr)
     assert counts["train"] == counts["evaluate"] == 9
+    assert counts["robustness"] == 9 and counts["transfer"] == 18
     r = snakemake("--list-target-rules", cwd=ROOT)
     targets = set(r.stdout.split())
     assert {"all", "fig1", "accuracies", "rank_agreement", "curation_table"} <= targets
@@ -134,7 +136,8 @@ def test_tiny_rerun_does_nothing_and_epoch_change_reruns_one_model(tiny_run):
     out = r.stdout + r.stderr
     counts = job_counts(out)
     assert counts.pop("train") == 1 and counts.pop("evaluate") == 1
-    assert set(counts) <= {"accuracies", "rank_agreement", "fig1", "all", "total"}
+    # robustness and transfer of the retrained model follow it
+    assert set(counts) <= {"accuracies", "rank_agreement", "fig1", "all", "total", "robustness", "transfer"}
     assert "wildcards: dataset=imagenot, model=resnet18, seed=0" in out
 
 
@@ -154,3 +157,20 @@ def test_tiny_curation_figures_and_table3(tiny_run):
                  "fig12_siblings"):
         for ext in ("png", "pdf"):
             assert (work / f"results/figures/{name}.{ext}").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_tiny_robustness_and_transfer_outputs(tiny_run):
+    import json
+
+    work, _ = tiny_run
+    for model in ("alexnet", "resnet18", "mobilenet_v3_small"):
+        run = work / "results/eval/imagenot" / model / "seed0"
+        rob = json.loads((run / "robustness.json").read_text())
+        assert rob["n_test"] == 8 and len(rob["augmentations"]) == 17
+        assert len(pd.read_parquet(run / "robustness_predictions.parquet")) == 8 * 17
+        metrics = json.loads((run / "metrics.json").read_text())
+        for mode in ("finetune", "linear"):
+            res = json.loads((work / "results/transfer/imagenot" / model / "seed0" / f"{mode}.json").read_text())
+            assert res["mode"] == mode and res["target"] == "digits" and res["n_test"] == 40
+            assert res["pretrain_top1"] == metrics["top1"] and len(res["trials"]) == 2

@@ -32,6 +32,8 @@ STAGES = {
     "imagenot.train": ["train"],
     "imagenot.tune": ["tune"],
     "imagenot.evaluate": ["evaluate"],
+    "imagenot.robustness": ["robustness"],
+    "imagenot.transfer": ["transfer-data", "transfer"],
     "imagenot.aggregate": ["aggregate"],
 }
 
