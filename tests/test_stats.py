@@ -214,15 +214,35 @@ def test_bootstrap_accuracies_resamples_examples_jointly():
     rng = np.random.default_rng(6)
     c = _correct(rng, [0.3, 0.6], 50)
     c[1] = c[0]  # identical models stay identical in every replicate
-    boot = S.bootstrap_accuracies(c, 300, np.random.default_rng(0), max_block=1000)
+    boot = S.bootstrap_accuracies(c, 300, np.random.default_rng(0), max_block=1000, method="examples")
     assert boot.shape == (300, 2)
     np.testing.assert_array_equal(boot[:, 0], boot[:, 1])
     # the block size does not change the draws
-    again = S.bootstrap_accuracies(c, 300, np.random.default_rng(0), max_block=10_000_000)
+    again = S.bootstrap_accuracies(c, 300, np.random.default_rng(0), max_block=10_000_000, method="examples")
     np.testing.assert_allclose(boot, again)
     # a replicate is the mean over a resample of the examples
     idx = np.random.default_rng(0).integers(0, 50, size=(1, 50))[0]
     assert boot[0, 0] == pytest.approx(c[0, idx].mean())
+
+
+def test_bootstrap_by_pattern_has_the_example_bootstrap_distribution():
+    """Drawing how often each distinct correctness pattern is picked is the same bootstrap."""
+    rng = np.random.default_rng(11)
+    c = _correct(rng, [0.3, 0.5, 0.55, 0.8], 400)
+    c[2] = c[1]
+    by_pattern = S.bootstrap_accuracies(c, 4000, np.random.default_rng(1), method="patterns")
+    by_example = S.bootstrap_accuracies(c, 4000, np.random.default_rng(2), method="examples")
+    np.testing.assert_array_equal(by_pattern[:, 1], by_pattern[:, 2])  # joint resampling
+    # mean = observed accuracy, covariance = the multinomial's cov(c) / n, for both methods
+    expected_cov = np.cov(c, bias=True) / c.shape[1]
+    for boot in (by_pattern, by_example):
+        np.testing.assert_allclose(boot.mean(axis=0), c.mean(axis=1), atol=4 * np.sqrt(expected_cov.diagonal().max() / 4000))
+        np.testing.assert_allclose(np.cov(boot.T), expected_cov, rtol=0.1, atol=2e-5)
+    # every replicate's accuracies are k / n
+    np.testing.assert_allclose(by_pattern * 400, np.rint(by_pattern * 400), atol=1e-8)
+    # auto picks patterns here (at most 2**4 patterns for 400 examples) and is seeded
+    auto = S.bootstrap_accuracies(c, 50, np.random.default_rng(1))
+    np.testing.assert_array_equal(auto, by_pattern[:50])
 
 
 def test_bootstrap_ci_contains_estimate_and_is_seeded():

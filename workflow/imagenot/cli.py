@@ -30,6 +30,7 @@ STAGES = {
     "imagenot.train": ["train"],
     "imagenot.evaluate": ["evaluate"],
     "imagenot.aggregate": ["aggregate"],
+    "imagenot.analyze": ["analyze"],
 }
 
 

@@ -234,29 +234,103 @@ def slope_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_accuracies(correct: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
-                         max_block: int = 2_000_000) -> np.ndarray:
+                         max_block: int = 400_000, method: str = "auto") -> np.ndarray:
     """Accuracies of each model on ``n_bootstrap`` resamples of the test examples.
 
     ``correct`` is (n_models, n_examples): per-example correctness (0/1, or the fraction of
     seeds correct, so the mean is the seed-averaged accuracy). Each replicate draws
     ``n_examples`` indices with replacement, shared by all models (they saw the same test
-    set). Returns (n_bootstrap, n_models). Memory is bounded by drawing replicates in blocks
-    of about ``max_block`` indices.
+    set). Returns (n_bootstrap, n_models).
+
+    Two exact ways to draw a replicate, chosen by cost:
+
+    - by pattern: examples with the same correctness vector across models are
+      interchangeable, so a replicate is a multinomial draw of how often each distinct
+      pattern is picked (``T`` patterns; at most ``2**n_models`` for one seed), and the
+      accuracies are ``counts @ patterns / n``;
+    - by example: draw the indices, count them per example (``bincount``) and take
+      ``counts @ correct.T / n``, in blocks of about ``max_block`` draws.
+
+    ``method`` forces one (``"patterns"`` or ``"examples"``; ``"auto"`` picks the cheaper).
+    Both draw from the same distribution (the empirical bootstrap); accuracies are rounded
+    to 12 decimals so that models with the same resampled accuracy tie exactly.
     """
     c = np.asarray(correct, dtype=float)
     if c.ndim != 2 or c.shape[1] == 0:
         raise ValueError("bootstrap_accuracies: correct must be (n_models, n_examples) with n_examples > 0")
     if n_bootstrap < 1:
         raise ValueError("bootstrap_accuracies: n_bootstrap must be >= 1")
-    n = c.shape[1]
-    block = max(1, min(n_bootstrap, max_block // n))
-    out = np.empty((n_bootstrap, c.shape[0]))
-    for start in range(0, n_bootstrap, block):
-        b = min(block, n_bootstrap - start)
-        idx = rng.integers(0, n, size=(b, n))
-        # how often each example was drawn in each replicate: (b, n)
-        counts = np.bincount((idx + (np.arange(b) * n)[:, None]).ravel(), minlength=b * n).reshape(b, n)
-        out[start:start + b] = counts @ c.T / n
+    if method not in ("auto", "patterns", "examples"):
+        raise ValueError(f"bootstrap_accuracies: unknown method {method!r}")
+    m, n = c.shape
+    out = np.empty((n_bootstrap, m))
+    if method != "examples":
+        patterns, freq = np.unique(c.T, axis=0, return_counts=True)
+    # numpy's multinomial costs about 4x a drawn index per category: use patterns when fewer
+    if method == "patterns" or (method == "auto" and patterns.shape[0] * 4 <= n):
+        p = freq / n
+        block = max(1, min(n_bootstrap, max_block // patterns.shape[0]))
+        for start in range(0, n_bootstrap, block):
+            b = min(block, n_bootstrap - start)
+            w = rng.multinomial(n, p, size=b).astype(float)
+            out[start:start + b] = w @ patterns / n
+    else:
+        ct = np.ascontiguousarray(c.T)
+        block = max(1, min(n_bootstrap, max_block // n))
+        offsets = (np.arange(block) * n)[:, None]
+        for start in range(0, n_bootstrap, block):
+            b = min(block, n_bootstrap - start)
+            idx = rng.integers(0, n, size=(b, n))
+            idx += offsets[:b]
+            counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(float)
+            out[start:start + b] = counts @ ct / n
+    return np.round(out, 12)
+
+
+def agreement_intervals(xs: np.ndarray, ys: np.ndarray, baseline_index: int | None = None,
+                        confidence: float = 0.95) -> dict:
+    """Percentile intervals of rank agreement over replicate accuracy matrices.
+
+    ``xs``, ``ys``: (B, n_models) accuracies of the same models on two sides, one row per
+    replicate (bootstrap or seed). Returns ``{stat}_low, {stat}_high, {stat}_valid`` for
+    ``spearman``, ``kendall`` and, with ``baseline_index``, ``slope`` and ``pearson_r`` of
+    the relative improvements (y on x). NaN intervals for fewer than ``MIN_MODELS`` models.
+    """
+    _check_confidence(confidence)
+    xs = np.atleast_2d(np.asarray(xs, dtype=float))
+    ys = np.atleast_2d(np.asarray(ys, dtype=float))
+    n_rep = max(xs.shape[0], ys.shape[0])
+    m = xs.shape[1]
+    if ys.shape[1] != m:
+        raise ValueError(f"agreement_intervals: x has {m} models, y has {ys.shape[1]}")
+    values = replicate_statistics(xs, ys, baseline_index)
+    out: dict = {}
+    alpha = 1.0 - confidence
+    for name, v in values.items():
+        v = np.broadcast_to(v, (n_rep,))
+        ok = np.isfinite(v)
+        out[f"{name}_valid"] = int(ok.sum())
+        if m < MIN_MODELS or not ok.any():
+            out[f"{name}_low"] = out[f"{name}_high"] = math.nan
+        else:
+            lo, hi = np.quantile(v[ok], [alpha / 2, 1 - alpha / 2])
+            out[f"{name}_low"], out[f"{name}_high"] = float(lo), float(hi)
+    return out
+
+
+def replicate_statistics(xs: np.ndarray, ys: np.ndarray, baseline_index: int | None = None) -> dict:
+    """Spearman, Kendall (and slope, Pearson R of relative improvements) of each replicate row."""
+    xs = np.atleast_2d(np.asarray(xs, dtype=float))
+    ys = np.atleast_2d(np.asarray(ys, dtype=float))
+    out = {"spearman": spearman_rows(xs, ys), "kendall": kendall_rows(xs, ys)}
+    if baseline_index is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            xr = xs / xs[:, [baseline_index]]
+            yr = ys / ys[:, [baseline_index]]
+        xr[~np.isfinite(xr)] = np.nan
+        yr[~np.isfinite(yr)] = np.nan
+        out["slope"] = slope_rows(xr, yr)
+        out["pearson_r"] = pearson_rows(xr, yr)
     return out
 
 
@@ -288,30 +362,9 @@ def bootstrap_rank_agreement(
     rng = np.random.default_rng(seed)
     xs = _bootstrap_side(x_correct, x_values, n_bootstrap, rng, "x")
     ys = _bootstrap_side(y_correct, y_values, n_bootstrap, rng, "y")
-    m = xs.shape[1]
-    if ys.shape[1] != m:
-        raise ValueError(f"bootstrap_rank_agreement: x has {m} models, y has {ys.shape[1]}")
-    stats = {"spearman": spearman_rows(xs, ys), "kendall": kendall_rows(xs, ys)}
-    if baseline_index is not None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            xr = xs / xs[:, [baseline_index]]
-            yr = ys / ys[:, [baseline_index]]
-        xr[~np.isfinite(xr)] = np.nan
-        yr[~np.isfinite(yr)] = np.nan
-        stats["slope"] = slope_rows(xr, yr)
-        stats["pearson_r"] = pearson_rows(xr, yr)
-    out: dict = {"n_bootstrap": int(n_bootstrap)}
-    alpha = 1.0 - confidence
-    for name, values in stats.items():
-        values = np.broadcast_to(values, (n_bootstrap,))
-        ok = np.isfinite(values)
-        out[f"{name}_valid"] = int(ok.sum())
-        if m < MIN_MODELS or not ok.any():
-            out[f"{name}_low"] = out[f"{name}_high"] = math.nan
-        else:
-            lo, hi = np.quantile(values[ok], [alpha / 2, 1 - alpha / 2])
-            out[f"{name}_low"], out[f"{name}_high"] = float(lo), float(hi)
-    return out
+    if ys.shape[1] != xs.shape[1]:
+        raise ValueError(f"bootstrap_rank_agreement: x has {xs.shape[1]} models, y has {ys.shape[1]}")
+    return {"n_bootstrap": int(n_bootstrap), **agreement_intervals(xs, ys, baseline_index, confidence)}
 
 
 def _bootstrap_side(correct, values, n_bootstrap, rng, name) -> np.ndarray:
@@ -372,6 +425,206 @@ def summarize_seeds(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFram
                      "top1_std": si["std"], "top1_low": low, "top1_high": high, "interval": kind})
     cols = ["dataset", "model", "n_seeds", "top1", "top1_std", "top1_low", "top1_high", "interval"]
     return pd.DataFrame(rows, columns=cols)
+
+
+# --------------------------------------------------------------------------- across seeds
+
+
+def seed_agreement(x_seeds: np.ndarray, y_seeds: np.ndarray, baseline_index: int | None = None,
+                   confidence: float = 0.95) -> dict:
+    """Rank agreement computed separately for each seed, with a t-interval across seeds.
+
+    ``x_seeds``, ``y_seeds``: (n_seeds, n_models) accuracies, row ``k`` = the whole
+    experiment run with seed ``k`` (a side with fixed values, e.g. the published reference,
+    is one row broadcast to every seed). This is the spread from training randomness, a
+    different source of noise from the test-example bootstrap. Returns ``n_seeds`` and, per
+    statistic (``spearman``, ``kendall``, ``slope``, ``pearson_r``), ``seed_{stat}_mean``,
+    ``seed_{stat}_low``, ``seed_{stat}_high`` (Student-t over seeds; correlations clipped to
+    [-1, 1]); NaN with fewer than two seeds or a statistic undefined in some seed.
+    """
+    _check_confidence(confidence)
+    x = np.atleast_2d(np.asarray(x_seeds, dtype=float))
+    y = np.atleast_2d(np.asarray(y_seeds, dtype=float))
+    n_seeds = max(x.shape[0], y.shape[0])
+    x = np.broadcast_to(x, (n_seeds, x.shape[1]))
+    y = np.broadcast_to(y, (n_seeds, y.shape[1]))
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"seed_agreement: x has {x.shape[1]} models, y has {y.shape[1]}")
+    per_seed = replicate_statistics(x, y, baseline_index)
+    out: dict = {"n_seeds": int(n_seeds)}
+    for name in ("spearman", "kendall", "slope", "pearson_r"):
+        v = per_seed.get(name)
+        mean = low = high = math.nan
+        if v is not None and x.shape[1] >= MIN_MODELS and np.all(np.isfinite(v)):
+            mean = float(np.mean(v))
+            if n_seeds >= 2:
+                si = seed_interval(v, confidence)
+                low, high = si["low"], si["high"]
+                if name != "slope":
+                    low, high = max(-1.0, low), min(1.0, high)
+        out[f"seed_{name}_mean"], out[f"seed_{name}_low"], out[f"seed_{name}_high"] = mean, low, high
+    return out
+
+
+# --------------------------------------------------------------------------- pairwise
+
+
+def mcnemar_pooled(correct_a: Sequence[np.ndarray], correct_b: Sequence[np.ndarray]) -> dict:
+    """Exact McNemar test of two models over several seeds on the same test examples.
+
+    ``correct_a[k]`` and ``correct_b[k]`` are seed ``k``'s per-example correctness of models
+    A and B (aligned examples). The discordant counts are summed over seeds (``b`` = A
+    right and B wrong, ``c`` = the reverse) and ``b ~ Binomial(b + c, 1/2)`` under equal
+    accuracy. Returns ``n`` (example-seed pairs), ``n_seeds``, ``b``, ``c``, ``p_value``, ``diff``.
+    """
+    if len(correct_a) != len(correct_b) or not len(correct_a):
+        raise ValueError("mcnemar_pooled: need the same positive number of seeds for both models")
+    b = c = n = 0
+    for ca, cb in zip(correct_a, correct_b):
+        r = mcnemar_exact(ca, cb)
+        b, c, n = b + r["b"], c + r["c"], n + r["n"]
+    p = 1.0 if b + c == 0 else float(_st.binomtest(b, b + c, 0.5).pvalue)
+    return {"n": n, "n_seeds": len(correct_a), "b": b, "c": c, "p_value": p, "diff": (b - c) / n}
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control), in input order."""
+    p = np.asarray(p_values, dtype=float)
+    if p.size == 0:
+        return p.copy()
+    order = np.argsort(p, kind="mergesort")
+    k = p.size
+    adj = np.maximum.accumulate((k - np.arange(k)) * p[order])
+    out = np.empty_like(p)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------- rank stability
+
+
+def subsample_sizes(n: int, n_points: int = 16, smallest: int = 10) -> np.ndarray:
+    """Geometric grid of test-set sizes from ``smallest`` to ``n`` (both included, unique)."""
+    if n < 1:
+        raise ValueError("subsample_sizes: n must be >= 1")
+    lo = min(smallest, n)
+    return np.unique(np.round(np.geomspace(lo, n, max(2, n_points))).astype(int))
+
+
+def rank_stability(correct: np.ndarray, sizes: Sequence[int], n_replicates: int = 500, seed: int = 0,
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """How often a random subset of the test examples gives the full test set's ranking.
+
+    ``correct``: (n_models, n_examples) per-example correctness (0/1 or fraction of seeds).
+    For each replicate one random permutation of the examples is drawn; its first ``k``
+    examples are a uniform random subset of size ``k`` (without replacement), so one
+    permutation serves every size. A replicate recovers the ranking when the models' ranks
+    on the subset (ties share the lowest rank) equal their ranks on all examples. Returns
+    one row per size: ``n_test, n_replicates, p_recovered`` with its Clopper-Pearson
+    ``p_low, p_high``, and the mean ``kendall_tau`` / ``spearman_rho`` of the subset
+    ranking against the full one. At ``n_test = n_examples`` the probability is 1.
+    """
+    c = np.asarray(correct, dtype=float)
+    if c.ndim != 2 or c.shape[1] == 0:
+        raise ValueError("rank_stability: correct must be (n_models, n_examples)")
+    if n_replicates < 1:
+        raise ValueError("rank_stability: n_replicates must be >= 1")
+    m, n = c.shape
+    sizes = np.asarray(sorted(set(int(k) for k in sizes)))
+    if sizes.size == 0 or sizes[0] < 1 or sizes[-1] > n:
+        raise ValueError(f"rank_stability: sizes must be within [1, {n}]")
+    # integer numerators keep equal accuracies exactly equal (ties) on every subset
+    scale = _common_denominator(c)
+    ci = np.rint(c.T * scale).astype(np.int64)  # (n, m)
+    full_rank = _st.rankdata(ci.sum(axis=0), method="min")
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([[0], sizes[:-1]])
+    hits = np.zeros(sizes.size, dtype=np.int64)
+    tau_sum = np.zeros(sizes.size)
+    rho_sum = np.zeros(sizes.size)
+    for _ in range(n_replicates):
+        perm = rng.permutation(n)[: sizes[-1]]
+        sums = np.cumsum(np.add.reduceat(ci[perm], starts, axis=0), axis=0)  # (n_sizes, m)
+        ranks = _st.rankdata(sums, axis=1, method="min")
+        hits += np.all(ranks == full_rank, axis=1)
+        tau = kendall_rows(sums, full_rank[None, :])
+        rho = spearman_rows(sums, full_rank[None, :])
+        tau_sum += np.nan_to_num(tau, nan=0.0)
+        rho_sum += np.nan_to_num(rho, nan=0.0)
+    low, high = clopper_pearson_array(hits, np.full(sizes.size, n_replicates), confidence)
+    return pd.DataFrame({
+        "n_test": sizes, "n_replicates": n_replicates, "p_recovered": hits / n_replicates,
+        "p_low": low, "p_high": high, "kendall_tau": tau_sum / n_replicates,
+        "spearman_rho": rho_sum / n_replicates,
+    })
+
+
+def _common_denominator(c: np.ndarray, max_den: int = 64) -> int:
+    """Smallest d <= max_den with c * d integral (fractions of seeds correct); else 2**20."""
+    for d in range(1, max_den + 1):
+        if np.allclose(c * d, np.rint(c * d), atol=1e-9, rtol=0):
+            return d
+    return 1 << 20
+
+
+# --------------------------------------------------------------------------- fits with bands
+
+
+def fit_band(x, y, grid, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Least-squares fit with a percentile bootstrap band (resampling the points).
+
+    Returns :func:`linear_fit`'s fields plus ``slope_low, slope_high``, ``grid``,
+    ``band_low, band_high`` (the band of the fitted line at ``grid``) and ``n_valid``
+    (replicates where x was not constant). Band and interval are NaN for fewer than
+    ``MIN_MODELS`` points.
+    """
+    _check_confidence(confidence)
+    x, y = _paired(x, y)
+    grid = np.asarray(grid, dtype=float)
+    out = linear_fit(x, y)
+    out.update(grid=grid, band_low=np.full(grid.shape, math.nan), band_high=np.full(grid.shape, math.nan),
+               slope_low=math.nan, slope_high=math.nan, n_valid=0)
+    if not np.isfinite(out["slope"]) or n_bootstrap < 1:
+        return out
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n_bootstrap, x.size))
+    xb, yb = x[idx], y[idx]
+    slopes = slope_rows(xb, yb)
+    ok = np.isfinite(slopes)
+    out["n_valid"] = int(ok.sum())
+    if not ok.any():
+        return out
+    slopes = slopes[ok]
+    intercepts = yb[ok].mean(axis=1) - slopes * xb[ok].mean(axis=1)
+    lines = slopes[:, None] * grid[None, :] + intercepts[:, None]
+    alpha = 1 - confidence
+    out["band_low"], out["band_high"] = np.quantile(lines, [alpha / 2, 1 - alpha / 2], axis=0)
+    out["slope_low"], out["slope_high"] = (float(v) for v in np.quantile(slopes, [alpha / 2, 1 - alpha / 2]))
+    return out
+
+
+# --------------------------------------------------------------------------- many datasets
+
+
+def correlation_matrix(accuracy: pd.DataFrame, method: str = "spearman") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Pairwise rank correlation between the columns (datasets) of a model x dataset table.
+
+    Each pair uses the models with a value in both columns. Returns (statistic, p-value,
+    number of models) as square DataFrames indexed by dataset; NaN where fewer than
+    ``MIN_MODELS`` models are shared.
+    """
+    fn = {"spearman": spearman, "kendall": kendall}[method]
+    cols = list(accuracy.columns)
+    stat = pd.DataFrame(np.nan, index=cols, columns=cols)
+    pval = pd.DataFrame(np.nan, index=cols, columns=cols)
+    count = pd.DataFrame(0, index=cols, columns=cols)
+    for a in cols:
+        for b in cols:
+            both = accuracy[[a, b]].dropna()
+            count.loc[a, b] = len(both)
+            r, p = fn(both[a].to_numpy(), both[b].to_numpy())
+            stat.loc[a, b], pval.loc[a, b] = r, p
+    return stat, pval, count
 
 
 # --------------------------------------------------------------------------- helpers
