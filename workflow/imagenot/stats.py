@@ -535,22 +535,21 @@ def rank_stability(correct: np.ndarray, sizes: Sequence[int], n_replicates: int 
         raise ValueError(f"rank_stability: sizes must be within [1, {n}]")
     # integer numerators keep equal accuracies exactly equal (ties) on every subset
     scale = _common_denominator(c)
-    ci = np.rint(c.T * scale).astype(np.int64)  # (n, m)
-    full_rank = _st.rankdata(ci.sum(axis=0), method="min")
+    ci = np.rint(c.T * scale)
+    ci = ci.astype(np.uint8 if ci.max() < 256 else np.int64)  # (n, m); small dtype = cheap gathers
+    full_rank = _st.rankdata(ci.sum(axis=0, dtype=np.int64), method="min")
     rng = np.random.default_rng(seed)
     starts = np.concatenate([[0], sizes[:-1]])
-    hits = np.zeros(sizes.size, dtype=np.int64)
-    tau_sum = np.zeros(sizes.size)
-    rho_sum = np.zeros(sizes.size)
-    for _ in range(n_replicates):
+    sums = np.empty((n_replicates, sizes.size, m), dtype=np.int64)
+    for r in range(n_replicates):
         perm = rng.permutation(n)[: sizes[-1]]
-        sums = np.cumsum(np.add.reduceat(ci[perm], starts, axis=0), axis=0)  # (n_sizes, m)
-        ranks = _st.rankdata(sums, axis=1, method="min")
-        hits += np.all(ranks == full_rank, axis=1)
-        tau = kendall_rows(sums, full_rank[None, :])
-        rho = spearman_rows(sums, full_rank[None, :])
-        tau_sum += np.nan_to_num(tau, nan=0.0)
-        rho_sum += np.nan_to_num(rho, nan=0.0)
+        sums[r] = np.cumsum(np.add.reduceat(ci[perm], starts, axis=0, dtype=np.int64), axis=0)
+    flat = sums.reshape(-1, m)
+    ranks = _st.rankdata(flat, axis=1, method="min").reshape(n_replicates, sizes.size, m)
+    hits = np.all(ranks == full_rank, axis=2).sum(axis=0)
+    tau = np.nan_to_num(kendall_rows(flat, full_rank[None, :]), nan=0.0).reshape(n_replicates, sizes.size)
+    rho = np.nan_to_num(spearman_rows(flat, full_rank[None, :]), nan=0.0).reshape(n_replicates, sizes.size)
+    tau_sum, rho_sum = tau.sum(axis=0), rho.sum(axis=0)
     low, high = clopper_pearson_array(hits, np.full(sizes.size, n_replicates), confidence)
     return pd.DataFrame({
         "n_test": sizes, "n_replicates": n_replicates, "p_recovered": hits / n_replicates,
