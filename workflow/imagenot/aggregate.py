@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import stats
 from .io import InputError, atomic_path
-from .tables import write_table
+from .tables import with_interval, write_table
 
 log = logging.getLogger(__name__)
 
@@ -395,6 +395,23 @@ def rank_agreement_table(
         rows.append(row)
     columns = RANK_AGREEMENT_COLUMNS + SEED_COLUMNS + (BOOTSTRAP_COLUMNS if with_bootstrap else [])
     return pd.DataFrame(rows, columns=columns)
+
+
+def rank_agreement_display(table: pd.DataFrame) -> pd.DataFrame:
+    """Compact view for Markdown/LaTeX: ``estimate [bootstrap CI] {seed CI}`` per statistic."""
+    rows = []
+    for r in table.to_dict("records"):
+        row = {"reference": r["reference"], "dataset": r["dataset"], "models": r["n_models"], "seeds": r["n_seeds"]}
+        for stat, col, p in (("spearman", "spearman_rho", "spearman_p"), ("kendall", "kendall_tau", "kendall_p"),
+                             ("slope", "slope", None), ("pearson_r", "pearson_r", None)):
+            txt = with_interval(r[col], r.get(f"{stat}_low"), r.get(f"{stat}_high"))
+            if np.isfinite(r.get(f"seed_{stat}_low", math.nan)):
+                txt += f" {{{r[f'seed_{stat}_low']:.3f}, {r[f'seed_{stat}_high']:.3f}}}"
+            row[col] = txt
+            if p:
+                row[p] = r[p]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 SEED_COLUMNS = ["n_seeds"] + [f"seed_{s}_{k}" for s in ("spearman", "kendall", "slope", "pearson_r")
@@ -768,8 +785,9 @@ def cmd_rank_agreement(args: argparse.Namespace) -> int:
     table = rank_agreement_table(runs, reference, params["baseline_model"], correct=correct,
                                  n_bootstrap=params["n_bootstrap"], confidence=params["confidence"],
                                  seed=params["seed"], reference_name=args.reference_name)
-    write_table(table, args.out, caption="Rank agreement: Spearman and Kendall with p-values, relative-improvement "
-                "fit, across-seed t-intervals (seed_*) and test-example bootstrap intervals (*_low/_high)")
+    write_table(table, args.out, caption="Rank agreement with the reference and between datasets: estimate "
+                "[test-example bootstrap interval] {across-seed t-interval}; all columns in the CSV",
+                display=rank_agreement_display(table))
     for r in table.to_dict("records"):
         log.info("%s vs %s: n=%d spearman=%.3f kendall=%.3f slope=%.3f pearson_r=%.3f", r["reference"],
                  r["dataset"], r["n_models"], r["spearman_rho"], r["kendall_tau"], r["slope"], r["pearson_r"])

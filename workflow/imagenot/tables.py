@@ -25,12 +25,26 @@ def table_paths(csv: str | Path) -> tuple[Path, Path, Path]:
 
 
 def write_table(df: pd.DataFrame, csv: str | Path, md: str | Path | None = None, tex: str | Path | None = None,
-                caption: str = "", digits: int = 3) -> None:
-    """Write ``df`` as CSV, Markdown and LaTeX (paths default to ``csv`` with .md / .tex)."""
+                caption: str = "", digits: int = 3, display: pd.DataFrame | None = None) -> None:
+    """Write ``df`` as CSV, Markdown and LaTeX (paths default to ``csv`` with .md / .tex).
+
+    ``display``: a compact view of the same numbers for the Markdown and LaTeX files (a
+    wide table stays complete in the CSV).
+    """
     _, md_default, tex_default = table_paths(csv)
+    shown = df if display is None else display
     write_csv(df, csv)
-    write_text(to_markdown(df, caption, digits), md or md_default)
-    write_text(to_latex(df, caption, digits), tex or tex_default)
+    write_text(to_markdown(shown, caption, digits), md or md_default)
+    write_text(to_latex(shown, caption, digits), tex or tex_default)
+
+
+def with_interval(est, low, high, digits: int = 3) -> str:
+    """``0.950 [0.900, 1.000]``; the estimate alone when the interval is NaN."""
+    def f(v):
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+    if low is None or (isinstance(low, float) and math.isnan(low)):
+        return f(est)
+    return f"{f(est)} [{f(low)}, {f(high)}]"
 
 
 def _fmt(v: Any, digits: int, nan: str) -> str:
