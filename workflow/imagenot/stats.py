@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -24,6 +25,8 @@ import pandas as pd
 from scipy import stats as _st
 
 MIN_MODELS = 3
+# bootstrap draws (replicates x examples) above which replicates are drawn on threads
+PARALLEL_MIN_DRAWS = 50_000_000
 EXACT_SPEARMAN_MAX_N = 9
 
 
@@ -284,12 +287,32 @@ def bootstrap_accuracies(correct: np.ndarray, n_bootstrap: int, rng: np.random.G
         scale = n * (den if exact32 else 1)
         block = max(1, min(n_bootstrap, max_block // n))
         offsets = (np.arange(block) * n)[:, None]
-        for start in range(0, n_bootstrap, block):
-            b = min(block, n_bootstrap - start)
-            idx = rng.integers(0, n, size=(b, n))
-            idx += offsets[:b]
-            counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(dtype)
-            out[start:start + b] = (counts @ ct).astype(float) / scale
+
+        def fill(start: int, stop: int, gen: np.random.Generator) -> None:
+            for lo in range(start, stop, block):
+                b = min(block, stop - lo)
+                idx = gen.integers(0, n, size=(b, n))
+                idx += offsets[:b]
+                counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(dtype)
+                out[lo:lo + b] = (counts @ ct).astype(float) / scale
+
+        if n_bootstrap * n < PARALLEL_MIN_DRAWS:
+            fill(0, n_bootstrap, rng)
+        else:
+            # large jobs: fixed chunks of replicates, each with its own generator seeded from
+            # rng, run on threads (numpy releases the GIL in the random fill and the matmul);
+            # the result depends on the seed only, not on the number of threads
+            chunk = block * 16
+            starts = list(range(0, n_bootstrap, chunk))
+            seeds = rng.integers(0, 2**63 - 1, size=len(starts))
+            from concurrent.futures import ThreadPoolExecutor
+
+            workers = max(1, min(len(starts), os.cpu_count() or 1))
+            with ThreadPoolExecutor(workers) as pool:
+                jobs = [pool.submit(fill, st, min(st + chunk, n_bootstrap), np.random.default_rng(int(sd)))
+                        for st, sd in zip(starts, seeds)]
+                for j in jobs:
+                    j.result()
     return np.round(out, 12)
 
 
