@@ -233,6 +233,16 @@ def test_bootstrap_by_pattern_has_the_example_bootstrap_distribution():
     by_pattern = S.bootstrap_accuracies(c, 4000, np.random.default_rng(1), method="patterns")
     by_example = S.bootstrap_accuracies(c, 4000, np.random.default_rng(2), method="examples")
     np.testing.assert_array_equal(by_pattern[:, 1], by_pattern[:, 2])  # joint resampling
+    # three seeds (fractions 0, 1/3, 2/3, 1) and 9 models: many patterns, the hybrid path
+    c9 = (rng.random((9, 3, 400)) < np.linspace(0.3, 0.8, 9)[:, None, None]).mean(axis=1)
+    c9[:, :150] = 1.0  # easy examples: one frequent pattern
+    hybrid = S.bootstrap_accuracies(c9, 4000, np.random.default_rng(3))
+    example9 = S.bootstrap_accuracies(c9, 4000, np.random.default_rng(4), method="examples")
+    np.testing.assert_allclose(hybrid * 1200, np.rint(hybrid * 1200), atol=1e-7)  # k / (3 n)
+    cov9 = np.cov(c9, bias=True) / 400
+    for boot in (hybrid, example9):
+        np.testing.assert_allclose(boot.mean(axis=0), c9.mean(axis=1), atol=4 * np.sqrt(cov9.diagonal().max() / 4000))
+        np.testing.assert_allclose(np.cov(boot.T), cov9, rtol=0.12, atol=2e-5)
     # mean = observed accuracy, covariance = the multinomial's cov(c) / n, for both methods
     expected_cov = np.cov(c, bias=True) / c.shape[1]
     for boot in (by_pattern, by_example):

@@ -27,6 +27,8 @@ from scipy import stats as _st
 MIN_MODELS = 3
 # bootstrap draws (replicates x examples) above which replicates are drawn on threads
 PARALLEL_MIN_DRAWS = 50_000_000
+# cost of one multinomial category (a binomial draw) in drawn indices, measured with numpy 2
+_BINOMIAL_COST = 16
 EXACT_SPEARMAN_MAX_N = 9
 
 
@@ -245,18 +247,23 @@ def bootstrap_accuracies(correct: np.ndarray, n_bootstrap: int, rng: np.random.G
     ``n_examples`` indices with replacement, shared by all models (they saw the same test
     set). Returns (n_bootstrap, n_models).
 
-    Two exact ways to draw a replicate, chosen by cost:
+    Exact ways to draw a replicate (all the same empirical-bootstrap distribution):
 
-    - by pattern: examples with the same correctness vector across models are
+    - ``"patterns"``: examples with the same correctness vector across models are
       interchangeable, so a replicate is a multinomial draw of how often each distinct
       pattern is picked (``T`` patterns; at most ``2**n_models`` for one seed), and the
       accuracies are ``counts @ patterns / n``;
-    - by example: draw the indices, count them per example (``bincount``) and take
-      ``counts @ correct.T / n``, in blocks of about ``max_block`` draws.
+    - ``"examples"``: draw the indices, count them per example (``bincount``) and take
+      ``counts @ correct.T / n``, in blocks of about ``max_block`` draws;
+    - ``"auto"`` (default): the ``K`` most frequent patterns by multinomial and the other
+      examples by index: the number of draws landing on the other examples is
+      Binomial(n, their share), the top patterns share the rest multinomially, and the
+      others are drawn uniformly. ``K`` minimises ``16 K + (examples outside the top K)``
+      (a binomial costs about 16 drawn indices), so one seed's few patterns are drawn
+      by pattern alone and easy/hard examples (all right / all wrong) cost one category.
 
-    ``method`` forces one (``"patterns"`` or ``"examples"``; ``"auto"`` picks the cheaper).
-    Both draw from the same distribution (the empirical bootstrap); accuracies are rounded
-    to 12 decimals so that models with the same resampled accuracy tie exactly.
+    Accuracies are rounded to 12 decimals so that models with the same resampled accuracy
+    tie exactly. Large jobs run in fixed chunks with seeded generators on threads.
     """
     c = np.asarray(correct, dtype=float)
     if c.ndim != 2 or c.shape[1] == 0:
@@ -267,24 +274,26 @@ def bootstrap_accuracies(correct: np.ndarray, n_bootstrap: int, rng: np.random.G
         raise ValueError(f"bootstrap_accuracies: unknown method {method!r}")
     m, n = c.shape
     out = np.empty((n_bootstrap, m))
-    if method != "examples":
-        patterns, freq = np.unique(c.T, axis=0, return_counts=True)
-    # numpy's multinomial costs about 4x a drawn index per category: use patterns when fewer
-    if method == "patterns" or (method == "auto" and patterns.shape[0] * 4 <= n):
-        p = freq / n
-        block = max(1, min(n_bootstrap, max_block // patterns.shape[0]))
-        for start in range(0, n_bootstrap, block):
-            b = min(block, n_bootstrap - start)
-            w = rng.multinomial(n, p, size=b).astype(float)
-            out[start:start + b] = w @ patterns / n
+    # correctness as small integers (seed counts) makes float32 sums exact below 2**24
+    den = _common_denominator(c, max_den=16)
+    exact32 = den <= 16 and n * den < (1 << 24)
+    dtype = np.float32 if exact32 else np.float64
+    ct = np.ascontiguousarray(np.rint(c.T * den) if exact32 else c.T, dtype=dtype)
+    scale = float(n * (den if exact32 else 1))
+
+    if method == "examples":
+        k_top = 0
     else:
-        # correctness as small integers (seed counts) makes float32 sums exact below 2**24:
-        # half the memory traffic of float64 and no rounding
-        den = _common_denominator(c, max_den=16)
-        exact32 = den <= 16 and n * den < (1 << 24)
-        dtype = np.float32 if exact32 else np.float64
-        ct = np.ascontiguousarray(np.rint(c.T * den) if exact32 else c.T, dtype=dtype)
-        scale = n * (den if exact32 else 1)
+        patterns, inverse, freq = np.unique(ct, axis=0, return_inverse=True, return_counts=True)
+        inverse = inverse.ravel()
+        order = np.argsort(-freq, kind="mergesort")
+        if method == "patterns":
+            k_top = order.size
+        else:
+            cost = _BINOMIAL_COST * np.arange(order.size + 1) + (n - np.concatenate([[0], np.cumsum(freq[order])]))
+            k_top = int(np.argmin(cost))
+
+    if k_top == 0:
         block = max(1, min(n_bootstrap, max_block // n))
         offsets = (np.arange(block) * n)[:, None]
 
@@ -295,24 +304,47 @@ def bootstrap_accuracies(correct: np.ndarray, n_bootstrap: int, rng: np.random.G
                 idx += offsets[:b]
                 counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(dtype)
                 out[lo:lo + b] = (counts @ ct).astype(float) / scale
+    else:
+        top = order[:k_top]
+        v_top = patterns[top].astype(np.float64)
+        in_top = np.zeros(patterns.shape[0], dtype=bool)
+        in_top[top] = True
+        rest = np.flatnonzero(~in_top[inverse])
+        n_rest = rest.size
+        ct_rest = ct[rest]
+        p_top = freq[top] / freq[top].sum()
+        block = max(1, min(n_bootstrap, max_block // max(k_top, n_rest, 1)))
 
-        if n_bootstrap * n < PARALLEL_MIN_DRAWS:
-            fill(0, n_bootstrap, rng)
-        else:
-            # large jobs: fixed chunks of replicates, each with its own generator seeded from
-            # rng, run on threads (numpy releases the GIL in the random fill and the matmul);
-            # the result depends on the seed only, not on the number of threads
-            chunk = block * 16
-            starts = list(range(0, n_bootstrap, chunk))
-            seeds = rng.integers(0, 2**63 - 1, size=len(starts))
-            from concurrent.futures import ThreadPoolExecutor
+        def fill(start: int, stop: int, gen: np.random.Generator) -> None:
+            for lo in range(start, stop, block):
+                b = min(block, stop - lo)
+                if n_rest == 0:
+                    w = gen.multinomial(n, p_top, size=b)
+                    out[lo:lo + b] = (w @ v_top) / scale
+                    continue
+                k_rest = gen.binomial(n, n_rest / n, size=b)
+                w = gen.multinomial(n - k_rest, p_top)
+                idx = gen.integers(0, n_rest, size=int(k_rest.sum()))
+                idx += np.repeat(np.arange(b) * n_rest, k_rest)
+                counts = np.bincount(idx, minlength=b * n_rest).reshape(b, n_rest).astype(dtype)
+                out[lo:lo + b] = (w @ v_top + (counts @ ct_rest).astype(float)) / scale
 
-            workers = max(1, min(len(starts), os.cpu_count() or 1))
-            with ThreadPoolExecutor(workers) as pool:
-                jobs = [pool.submit(fill, st, min(st + chunk, n_bootstrap), np.random.default_rng(int(sd)))
-                        for st, sd in zip(starts, seeds)]
-                for j in jobs:
-                    j.result()
+    if n_bootstrap * n < PARALLEL_MIN_DRAWS:
+        fill(0, n_bootstrap, rng)
+    else:
+        # fixed chunks of replicates, each with its own generator seeded from rng, on threads
+        # (numpy releases the GIL in random fills and matmul): the result depends on the seed
+        # only, not on the number of threads
+        chunk = block * 16
+        starts = list(range(0, n_bootstrap, chunk))
+        seeds = rng.integers(0, 2**63 - 1, size=len(starts))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, min(len(starts), os.cpu_count() or 1))) as pool:
+            jobs = [pool.submit(fill, st, min(st + chunk, n_bootstrap), np.random.default_rng(int(sd)))
+                    for st, sd in zip(starts, seeds)]
+            for j in jobs:
+                j.result()
     return np.round(out, 12)
 
 
