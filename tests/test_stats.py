@@ -250,9 +250,13 @@ def test_bootstrap_by_pattern_has_the_example_bootstrap_distribution():
         np.testing.assert_allclose(np.cov(boot.T), expected_cov, rtol=0.1, atol=2e-5)
     # every replicate's accuracies are k / n
     np.testing.assert_allclose(by_pattern * 400, np.rint(by_pattern * 400), atol=1e-8)
-    # auto picks patterns here (at most 2**4 patterns for 400 examples) and is seeded
+    # seeded
     auto = S.bootstrap_accuracies(c, 50, np.random.default_rng(1))
-    np.testing.assert_array_equal(auto, by_pattern[:50])
+    np.testing.assert_array_equal(auto, S.bootstrap_accuracies(c, 50, np.random.default_rng(1)))
+    # a single seed, two models and many examples: patterns alone (4 categories)
+    c2 = _correct(rng, [0.3, 0.6], 5000)
+    np.testing.assert_array_equal(S.bootstrap_accuracies(c2, 30, np.random.default_rng(5)),
+                                  S.bootstrap_accuracies(c2, 30, np.random.default_rng(5), method="patterns"))
 
 
 def test_bootstrap_ci_contains_estimate_and_is_seeded():
