@@ -57,7 +57,7 @@ def _fmt(v: Any, digits: int, nan: str) -> str:
     if isinstance(v, (float, np.floating)):
         if math.isnan(v):
             return nan
-        if float(v).is_integer() and abs(v) < 1e15:
+        if float(v).is_integer() and 1000 <= abs(v) < 1e15:  # counts stored as floats
             return str(int(v))
         if v != 0 and abs(v) < 10 ** (-digits):
             return f"{v:.{max(1, digits - 1)}e}"
