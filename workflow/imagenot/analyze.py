@@ -250,8 +250,8 @@ def plot_relative(wide_rel: pd.DataFrame, agreement: pd.DataFrame, reference: st
     order = wide_rel[reference].dropna().sort_values(kind="mergesort").index.tolist()
     order += [m for m in wide_rel.index if m not in order]
     pos = {m: i for i, m in enumerate(order)}
-    ax_rank.plot([pos[m] for m in wide_rel[reference].dropna().index], wide_rel[reference].dropna(), "ks-",
-                 label=f"{reference} (reference)")
+    ref_pts = sorted((pos[m], v) for m, v in wide_rel[reference].dropna().items())
+    ax_rank.plot([p for p, _ in ref_pts], [v for _, v in ref_pts], "ks-", label=f"{reference} (reference)")
     others = [c for c in wide_rel.columns if c != reference]
     for k, ds in enumerate(others):
         col = PALETTE[k % len(PALETTE)]
@@ -278,7 +278,7 @@ def plot_relative(wide_rel: pd.DataFrame, agreement: pd.DataFrame, reference: st
     ax_fit.set_xlabel(f"{reference} accuracy relative to {baseline}")
     ax_fit.set_ylabel(f"Dataset accuracy relative to {baseline}")
     ax_fit.set_title("(b) Relative improvement vs the reference, least-squares fit")
-    ax_fit.legend(fontsize=8, loc="lower right")
+    ax_fit.legend(fontsize=8, loc="upper left")
     for ax in (ax_rank, ax_fit):
         ax.grid(alpha=0.3)
     return fig
