@@ -602,9 +602,13 @@ def rank_stability(correct: np.ndarray, sizes: Sequence[int], n_replicates: int 
     rng = np.random.default_rng(seed)
     starts = np.concatenate([[0], sizes[:-1]])
     sums = np.empty((n_replicates, sizes.size, m), dtype=np.int64)
+    rows = _row_view(ci)
     for r in range(n_replicates):
         perm = rng.permutation(n)[: sizes[-1]]
-        sums[r] = np.cumsum(np.add.reduceat(ci[perm], starts, axis=0, dtype=np.int64), axis=0)
+        picked = rows[perm] if rows is not None else ci[perm]
+        if rows is not None:
+            picked = picked.view(np.uint8).reshape(perm.size, -1)[:, :m]
+        sums[r] = np.cumsum(np.add.reduceat(picked, starts, axis=0, dtype=np.int64), axis=0)
     flat = sums.reshape(-1, m)
     ranks = _st.rankdata(flat, axis=1, method="min").reshape(n_replicates, sizes.size, m)
     hits = np.all(ranks == full_rank, axis=2).sum(axis=0)
@@ -617,6 +621,16 @@ def rank_stability(correct: np.ndarray, sizes: Sequence[int], n_replicates: int 
         "p_low": low, "p_high": high, "kendall_tau": tau_sum / n_replicates,
         "spearman_rho": rho_sum / n_replicates,
     })
+
+
+def _row_view(ci: np.ndarray) -> np.ndarray | None:
+    """Rows of a small uint8 matrix as one 8- or 16-byte element each (gathers ~10x faster)."""
+    if ci.dtype != np.uint8 or ci.shape[1] > 16:
+        return None
+    width = 8 if ci.shape[1] <= 8 else 16
+    padded = np.zeros((ci.shape[0], width), dtype=np.uint8)
+    padded[:, : ci.shape[1]] = ci
+    return padded.view(np.uint64 if width == 8 else np.complex128).ravel()
 
 
 def _common_denominator(c: np.ndarray, max_den: int = 64) -> int:
