@@ -6,23 +6,30 @@
 report: "../workflow/report/workflow.rst"
 
 
+def table_files(name):
+    """A table target's three files: CSV (for programs), Markdown and LaTeX (plain paths)."""
+    return {"csv": f"{TABLES}/{name}.csv", "md": f"{TABLES}/{name}.md", "tex": f"{TABLES}/{name}.tex"}
+
+
+def figure_files(stem):
+    """A figure target's PNG and PDF (plain paths)."""
+    return {"png": f"{FIGURES}/{stem}.png", "pdf": f"{FIGURES}/{stem}.pdf"}
+
+
+# The report() flag goes on rule outputs only: a flagged path in another rule's input (such
+# as `all`) would carry a caption path relative to that rule's file.
 def table_outputs(name):
-    """A table target's three files: CSV (for programs), Markdown and LaTeX."""
-    return {
-        "csv": report(f"{TABLES}/{name}.csv", caption=f"../workflow/report/{name}.rst", category="Tables",
-                      labels={"table": name, "format": "CSV"}),
-        "md": f"{TABLES}/{name}.md",
-        "tex": f"{TABLES}/{name}.tex",
-    }
+    files = table_files(name)
+    files["csv"] = report(files["csv"], caption=f"../workflow/report/{name}.rst", category="Tables",
+                          labels={"table": name, "format": "CSV"})
+    return files
 
 
 def figure_outputs(stem, name, category="Figures"):
-    """A figure target's PNG (shown in the report) and PDF."""
-    return {
-        "png": report(f"{FIGURES}/{stem}.png", caption=f"../workflow/report/{name}.rst", category=category,
-                      labels={"figure": name}),
-        "pdf": f"{FIGURES}/{stem}.pdf",
-    }
+    files = figure_files(stem)
+    files["png"] = report(files["png"], caption=f"../workflow/report/{name}.rst", category=category,
+                          labels={"figure": name})
+    return files
 
 
 def transfer_results(mode):
@@ -203,15 +210,15 @@ ALL_TARGETS += [
     f"{TABLES}/accuracies.tex",
     f"{TABLES}/rank_agreement.md",
     f"{TABLES}/rank_agreement.tex",
-    *table_outputs("pairwise").values(),
-    *figure_outputs("fig_rank_stability", "fig_rank_stability").values(),
-    *table_outputs("rank_stability").values(),
+    *table_files("pairwise").values(),
+    *figure_files("fig_rank_stability").values(),
+    *table_files("rank_stability").values(),
 ]
 
 # Figures whose inputs come from the robustness and transfer stages: add to ALL_TARGETS
 # once those stages' rules are part of the workflow.
 ANALYSIS_TARGETS = [
-    *figure_outputs("fig9_ranking_robustness", "fig9").values(),
-    *figure_outputs("fig8a_finetune", "fig8a").values(),
-    *figure_outputs("fig8b_linear", "fig8b").values(),
+    *figure_files("fig9_ranking_robustness").values(),
+    *figure_files("fig8a_finetune").values(),
+    *figure_files("fig8b_linear").values(),
 ]
