@@ -219,7 +219,7 @@ def test_rank_agreement_without_predictions_has_no_bootstrap_columns(runs):
     assert run_cli("rank-agreement", "--accuracies", str(acc), "--reference", str(runs / "reference.csv"),
                    "--params", json.dumps(PARAMS), "--out", str(out)) == 0
     df = pd.read_csv(out)
-    assert list(df.columns) == A.RANK_AGREEMENT_COLUMNS
+    assert list(df.columns) == A.RANK_AGREEMENT_COLUMNS + A.SEED_COLUMNS
     assert df["spearman_rho"].notna().all()
 
 

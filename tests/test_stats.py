@@ -214,15 +214,49 @@ def test_bootstrap_accuracies_resamples_examples_jointly():
     rng = np.random.default_rng(6)
     c = _correct(rng, [0.3, 0.6], 50)
     c[1] = c[0]  # identical models stay identical in every replicate
-    boot = S.bootstrap_accuracies(c, 300, np.random.default_rng(0), max_block=1000)
+    boot = S.bootstrap_accuracies(c, 300, np.random.default_rng(0), max_block=1000, method="examples")
     assert boot.shape == (300, 2)
     np.testing.assert_array_equal(boot[:, 0], boot[:, 1])
     # the block size does not change the draws
-    again = S.bootstrap_accuracies(c, 300, np.random.default_rng(0), max_block=10_000_000)
+    again = S.bootstrap_accuracies(c, 300, np.random.default_rng(0), max_block=10_000_000, method="examples")
     np.testing.assert_allclose(boot, again)
     # a replicate is the mean over a resample of the examples
     idx = np.random.default_rng(0).integers(0, 50, size=(1, 50))[0]
     assert boot[0, 0] == pytest.approx(c[0, idx].mean())
+
+
+def test_bootstrap_by_pattern_has_the_example_bootstrap_distribution():
+    """Drawing how often each distinct correctness pattern is picked is the same bootstrap."""
+    rng = np.random.default_rng(11)
+    c = _correct(rng, [0.3, 0.5, 0.55, 0.8], 400)
+    c[2] = c[1]
+    by_pattern = S.bootstrap_accuracies(c, 4000, np.random.default_rng(1), method="patterns")
+    by_example = S.bootstrap_accuracies(c, 4000, np.random.default_rng(2), method="examples")
+    np.testing.assert_array_equal(by_pattern[:, 1], by_pattern[:, 2])  # joint resampling
+    # three seeds (fractions 0, 1/3, 2/3, 1) and 9 models: many patterns, the hybrid path
+    c9 = (rng.random((9, 3, 400)) < np.linspace(0.3, 0.8, 9)[:, None, None]).mean(axis=1)
+    c9[:, :150] = 1.0  # easy examples: one frequent pattern
+    hybrid = S.bootstrap_accuracies(c9, 4000, np.random.default_rng(3))
+    example9 = S.bootstrap_accuracies(c9, 4000, np.random.default_rng(4), method="examples")
+    np.testing.assert_allclose(hybrid * 1200, np.rint(hybrid * 1200), atol=1e-7)  # k / (3 n)
+    cov9 = np.cov(c9, bias=True) / 400
+    for boot in (hybrid, example9):
+        np.testing.assert_allclose(boot.mean(axis=0), c9.mean(axis=1), atol=4 * np.sqrt(cov9.diagonal().max() / 4000))
+        np.testing.assert_allclose(np.cov(boot.T), cov9, rtol=0.12, atol=2e-5)
+    # mean = observed accuracy, covariance = the multinomial's cov(c) / n, for both methods
+    expected_cov = np.cov(c, bias=True) / c.shape[1]
+    for boot in (by_pattern, by_example):
+        np.testing.assert_allclose(boot.mean(axis=0), c.mean(axis=1), atol=4 * np.sqrt(expected_cov.diagonal().max() / 4000))
+        np.testing.assert_allclose(np.cov(boot.T), expected_cov, rtol=0.1, atol=2e-5)
+    # every replicate's accuracies are k / n
+    np.testing.assert_allclose(by_pattern * 400, np.rint(by_pattern * 400), atol=1e-8)
+    # seeded
+    auto = S.bootstrap_accuracies(c, 50, np.random.default_rng(1))
+    np.testing.assert_array_equal(auto, S.bootstrap_accuracies(c, 50, np.random.default_rng(1)))
+    # a single seed, two models and many examples: patterns alone (4 categories)
+    c2 = _correct(rng, [0.3, 0.6], 5000)
+    np.testing.assert_array_equal(S.bootstrap_accuracies(c2, 30, np.random.default_rng(5)),
+                                  S.bootstrap_accuracies(c2, 30, np.random.default_rng(5), method="patterns"))
 
 
 def test_bootstrap_ci_contains_estimate_and_is_seeded():
@@ -287,3 +321,122 @@ def test_mcnemar_no_disagreement_and_bad_shapes():
     assert S.mcnemar_exact(a, a)["p_value"] == 1.0
     with pytest.raises(ValueError):
         S.mcnemar_exact(a, a[:2])
+
+
+# --------------------------------------------------------------------------- across seeds, pairwise, stability, bands
+
+
+def test_seed_agreement_is_per_seed_scipy_with_t_interval():
+    rng = np.random.default_rng(21)
+    ref = np.sort(rng.uniform(0.5, 0.85, 6))
+    seeds = ref[None, :] * 0.7 + rng.normal(0, 0.02, (4, 6))
+    out = S.seed_agreement(ref, seeds, baseline_index=0)
+    rhos = [st.spearmanr(ref, s).statistic for s in seeds]
+    taus = [st.kendalltau(ref, s).statistic for s in seeds]
+    slopes = [st.linregress(ref / ref[0], s / s[0]).slope for s in seeds]
+    assert out["n_seeds"] == 4
+    assert out["seed_spearman_mean"] == pytest.approx(np.mean(rhos))
+    assert out["seed_kendall_mean"] == pytest.approx(np.mean(taus))
+    assert out["seed_slope_mean"] == pytest.approx(np.mean(slopes))
+    lo, hi = st.t.interval(0.95, 3, loc=np.mean(slopes), scale=st.sem(slopes))
+    assert (out["seed_slope_low"], out["seed_slope_high"]) == pytest.approx((lo, hi))
+    lo, hi = st.t.interval(0.95, 3, loc=np.mean(rhos), scale=st.sem(rhos))
+    assert out["seed_spearman_low"] == pytest.approx(max(-1, lo)) and out["seed_spearman_high"] == pytest.approx(min(1, hi))
+    one = S.seed_agreement(ref, seeds[:1], baseline_index=0)
+    assert one["n_seeds"] == 1 and one["seed_spearman_mean"] == pytest.approx(rhos[0])
+    assert math.isnan(one["seed_spearman_low"]) and math.isnan(one["seed_slope_high"])
+
+
+def test_mcnemar_pooled_sums_discordant_counts_over_seeds():
+    rng = np.random.default_rng(3)
+    a = [rng.random(200) < 0.7 for _ in range(3)]
+    b = [rng.random(200) < 0.6 for _ in range(3)]
+    out = S.mcnemar_pooled(a, b)
+    bb = sum(int(np.sum(x & ~y)) for x, y in zip(a, b))
+    cc = sum(int(np.sum(~x & y)) for x, y in zip(a, b))
+    assert (out["b"], out["c"], out["n"], out["n_seeds"]) == (bb, cc, 600, 3)
+    assert out["p_value"] == pytest.approx(st.binomtest(bb, bb + cc, 0.5).pvalue)
+    assert out["diff"] == pytest.approx((bb - cc) / 600)
+    with pytest.raises(ValueError):
+        S.mcnemar_pooled(a, b[:2])
+
+
+def test_holm_step_down():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> monotone 0.06
+    np.testing.assert_allclose(S.holm(p), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(S.holm([0.5, 0.9]), [1.0, 1.0])
+    assert S.holm([]).size == 0
+
+
+def test_rank_stability_limits_and_growth():
+    rng = np.random.default_rng(5)
+    n = 3000
+    c = (rng.random((4, n)) < np.array([0.5, 0.56, 0.62, 0.7])[:, None]).astype(float)
+    sizes = S.subsample_sizes(n, 8)
+    assert sizes[0] == 10 and sizes[-1] == n and np.all(np.diff(sizes) > 0)
+    df = S.rank_stability(c, sizes, n_replicates=200, seed=0)
+    assert list(df["n_test"]) == list(sizes)
+    full = df.iloc[-1]
+    assert full["p_recovered"] == 1.0 and full["kendall_tau"] == pytest.approx(1.0)
+    assert full["p_low"] > 0.98 and full["p_high"] == 1.0
+    assert df["p_recovered"].iloc[0] < 0.5  # 10 examples rarely order four models correctly
+    # monotone up to sampling noise
+    p = df["p_recovered"].to_numpy()
+    assert np.all(np.diff(p) > -0.1) and p[-2] > p[0]
+    assert np.all((df["p_low"] <= df["p_recovered"]) & (df["p_recovered"] <= df["p_high"]))
+    again = S.rank_stability(c, sizes, n_replicates=200, seed=0)
+    pd.testing.assert_frame_equal(df, again)
+
+
+def test_rank_stability_seed_fractions_and_bad_sizes():
+    rng = np.random.default_rng(8)
+    c = (rng.random((3, 3, 500)) < np.array([0.4, 0.5, 0.6])[:, None, None]).mean(axis=1)  # 3 seeds
+    df = S.rank_stability(c, [50, 500], n_replicates=50)
+    assert df["p_recovered"].iloc[-1] == 1.0
+    with pytest.raises(ValueError):
+        S.rank_stability(c, [0, 10], n_replicates=5)
+    with pytest.raises(ValueError):
+        S.rank_stability(c, [501], n_replicates=5)
+
+
+def test_fit_band_covers_the_fit_and_slope_interval():
+    rng = np.random.default_rng(9)
+    x = np.linspace(0.4, 0.6, 9)
+    y = 0.3 * x + 0.5 + rng.normal(0, 0.005, 9)
+    grid = np.linspace(0.35, 0.65, 7)
+    out = S.fit_band(x, y, grid, n_bootstrap=2000, seed=1)
+    lr = st.linregress(x, y)
+    assert out["slope"] == pytest.approx(lr.slope) and out["pearson_r"] == pytest.approx(lr.rvalue)
+    line = lr.slope * grid + lr.intercept
+    assert np.all(out["band_low"] <= line + 1e-12) and np.all(line <= out["band_high"] + 1e-12)
+    assert out["slope_low"] < lr.slope < out["slope_high"]
+    # the band is narrowest near the middle of the data
+    width = out["band_high"] - out["band_low"]
+    assert width[3] < width[0] and width[3] < width[-1]
+    few = S.fit_band(x[:2], y[:2], grid)
+    assert math.isnan(few["slope"]) and np.all(np.isnan(few["band_low"]))
+
+
+def test_correlation_matrix_matches_scipy_pairwise():
+    rng = np.random.default_rng(10)
+    acc = pd.DataFrame(rng.uniform(0.3, 0.9, (7, 3)), columns=["a", "b", "c"])
+    acc.iloc[0, 2] = np.nan  # c has one model fewer
+    rho, p, n = S.correlation_matrix(acc)
+    both = acc[["a", "c"]].dropna()
+    assert rho.loc["a", "c"] == pytest.approx(st.spearmanr(both["a"], both["c"]).statistic)
+    assert n.loc["a", "c"] == 6 and n.loc["a", "b"] == 7
+    assert rho.loc["b", "b"] == pytest.approx(1.0)
+    tau, _, _ = S.correlation_matrix(acc, "kendall")
+    assert tau.loc["a", "b"] == pytest.approx(st.kendalltau(acc["a"], acc["b"]).statistic)
+    np.testing.assert_allclose(rho.to_numpy(), rho.to_numpy().T)
+
+
+def test_agreement_intervals_from_replicates_match_row_statistics():
+    rng = np.random.default_rng(12)
+    xs = rng.uniform(0.5, 0.8, (300, 5))
+    ys = xs + rng.normal(0, 0.03, (300, 5))
+    out = S.agreement_intervals(xs, ys, baseline_index=0)
+    rhos = [st.spearmanr(a, b).statistic for a, b in zip(xs, ys)]
+    assert (out["spearman_low"], out["spearman_high"]) == pytest.approx(tuple(np.quantile(rhos, [0.025, 0.975])))
+    assert out["spearman_valid"] == 300

@@ -61,6 +61,7 @@ def test_demo_dry_run_names_every_target(tmp_path):
     r = snakemake("--list-target-rules", cwd=ROOT)
     targets = set(r.stdout.split())
     assert {"all", "fig1", "accuracies", "rank_agreement", "curation_table"} <= targets
+    assert {"pairwise", "fig_rank_stability", "fig9", "fig8a", "fig8b"} <= targets
 
 
 def test_bad_config_fails_naming_the_key(tmp_path):
@@ -137,7 +138,8 @@ def test_tiny_rerun_does_nothing_and_epoch_change_reruns_one_model(tiny_run):
     counts = job_counts(out)
     assert counts.pop("train") == 1 and counts.pop("evaluate") == 1
     # robustness and transfer of the retrained model follow it
-    assert set(counts) <= {"accuracies", "rank_agreement", "fig1", "all", "total", "robustness", "transfer"}
+    assert set(counts) <= {"accuracies", "rank_agreement", "fig1", "pairwise", "fig_rank_stability", "all", "total",
+                           "robustness", "transfer", "fig8a", "fig8b", "fig9"}
     assert "wildcards: dataset=imagenot, model=resnet18, seed=0" in out
 
 

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .io import InputError, atomic_path, write_csv
+from .io import InputError, atomic_path
+from .tables import with_interval, write_table
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ METRICS_FIELDS = ("model", "dataset", "seed", "top1", "top1_low", "top1_high", "
 ACCURACY_COLUMNS = list(METRICS_FIELDS)
 REFERENCE_COLUMNS = ("model", "display_name", "reference", "top1")
 PREDICTION_COLUMNS = ("key", "label", "correct")
-ANALYSIS_DEFAULTS = {"baseline_model": "alexnet", "n_bootstrap": 1000, "confidence": 0.95, "seed": 0}
+ANALYSIS_DEFAULTS = {"baseline_model": "alexnet", "n_bootstrap": 1000, "confidence": 0.95, "seed": 0,
+                     "rank_stability_replicates": 500, "rank_stability_points": 16}
 
 # how dataset/reference names are written in figures; anything else is shown as given
 DATASET_LABELS = {"imagenet": "ImageNet", "imagenot": "ImageNot", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
@@ -211,6 +213,9 @@ def parse_params(text: str | None, option: str = "--params") -> dict:
         raise InputError(f"{option}: field 'confidence' must be in (0, 1) (got {out['confidence']!r})")
     if not _is_int(out["seed"]):
         raise InputError(f"{option}: field 'seed' must be an integer (got {out['seed']!r})")
+    for key, low in (("rank_stability_replicates", 1), ("rank_stability_points", 2)):
+        if not _is_int(out[key]) or out[key] < low:
+            raise InputError(f"{option}: field '{key}' must be an integer >= {low} (got {out[key]!r})")
     return out
 
 
@@ -322,6 +327,16 @@ def rank_agreement_table(
     comparisons += [(("dataset", a), ("dataset", b)) for a, b in itertools.combinations(datasets, 2)]
 
     with_bootstrap = correct is not None and n_bootstrap > 0
+    # one set of bootstrap replicates per dataset (all its models), shared by every comparison
+    # it takes part in, so the reference-vs-dataset and dataset-vs-dataset intervals agree
+    boot: dict[str, tuple[list[str], np.ndarray]] = {}
+    if with_bootstrap:
+        for k, ds in enumerate(datasets):
+            names = sorted(correct[ds])
+            rng = np.random.default_rng([seed, k])
+            boot[ds] = (names, stats.bootstrap_accuracies(np.stack([correct[ds][m] for m in names]), n_bootstrap, rng))
+    per_seed = {ds: runs[runs["dataset"] == ds].pivot_table(index="seed", columns="model", values="top1")
+                for ds in datasets}
     rows = []
     for left, right in comparisons:
         x_all, y_all = sides[left], sides[right]
@@ -354,18 +369,17 @@ def rank_agreement_table(
             fit = {k: f[k] for k in fit}
         row.update(fit)
         row["models"] = ";".join(common)
+        row.update(_seed_agreement(left, right, x, y, common, per_seed, base_idx, confidence, name))
         if with_bootstrap:
-            kw = {}
-            for side, key in ((left, "x"), (right, "y")):
-                if side[0] == "reference":
-                    kw[f"{key}_values"] = x if key == "x" else y
-                else:
-                    kw[f"{key}_correct"] = np.stack([correct[side[1]][m] for m in common]) if common else None
             if len(common) >= stats.MIN_MODELS:
-                bs = stats.bootstrap_rank_agreement(
-                    kw.get("x_correct"), kw.get("y_correct"), kw.get("x_values"), kw.get("y_values"),
-                    baseline_index=base_idx, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed,
-                )
+                reps = []
+                for side, fixed in ((left, x), (right, y)):
+                    if side[0] == "reference":
+                        reps.append(np.broadcast_to(fixed, (n_bootstrap, fixed.size)))
+                    else:
+                        names, acc = boot[side[1]]
+                        reps.append(acc[:, [names.index(m) for m in common]])
+                bs = stats.agreement_intervals(reps[0], reps[1], base_idx, confidence)
                 for stat in ("spearman", "kendall", "slope", "pearson_r"):
                     valid = bs.get(f"{stat}_valid")
                     if valid is not None and valid < n_bootstrap:
@@ -379,8 +393,180 @@ def rank_agreement_table(
             for col in BOOTSTRAP_COLUMNS[2:]:
                 row[col] = bs.get(col, math.nan)
         rows.append(row)
-    columns = RANK_AGREEMENT_COLUMNS + (BOOTSTRAP_COLUMNS if with_bootstrap else [])
+    columns = RANK_AGREEMENT_COLUMNS + SEED_COLUMNS + (BOOTSTRAP_COLUMNS if with_bootstrap else [])
     return pd.DataFrame(rows, columns=columns)
+
+
+def rank_agreement_display(table: pd.DataFrame) -> pd.DataFrame:
+    """Compact view for Markdown/LaTeX: ``estimate [bootstrap CI] {seed CI}`` per statistic."""
+    rows = []
+    for r in table.to_dict("records"):
+        row = {"reference": r["reference"], "dataset": r["dataset"], "models": r["n_models"], "seeds": r["n_seeds"]}
+        for stat, col, p in (("spearman", "spearman_rho", "spearman_p"), ("kendall", "kendall_tau", "kendall_p"),
+                             ("slope", "slope", None), ("pearson_r", "pearson_r", None)):
+            txt = with_interval(r[col], r.get(f"{stat}_low"), r.get(f"{stat}_high"))
+            if np.isfinite(r.get(f"seed_{stat}_low", math.nan)):
+                txt += f" {{{r[f'seed_{stat}_low']:.3f}, {r[f'seed_{stat}_high']:.3f}}}"
+            row[col] = txt
+            if p:
+                row[p] = r[p]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+SEED_COLUMNS = ["n_seeds"] + [f"seed_{s}_{k}" for s in ("spearman", "kendall", "slope", "pearson_r")
+                              for k in ("mean", "low", "high")]
+
+
+def _seed_agreement(left, right, x, y, common, per_seed, base_idx, confidence, name) -> dict:
+    """Across-seed columns: the statistics per seed (seed k of every model), t-interval over seeds.
+
+    A trained side contributes one accuracy vector per seed that all ``common`` models have;
+    the reference side is fixed. Seeds present for only some models are left out.
+    """
+    mats = []
+    for side, fixed in ((left, x), (right, y)):
+        if side[0] == "reference":
+            mats.append(fixed[None, :])
+            continue
+        tab = per_seed[side[1]][common] if common else per_seed[side[1]].iloc[:, :0]
+        tab = tab.dropna(axis=0, how="any")
+        mats.append(tab)
+    seed_sets = [set(t.index) for t in mats if isinstance(t, pd.DataFrame)]
+    seeds = sorted(set.intersection(*seed_sets)) if seed_sets else []
+    arrays = [t.loc[seeds].to_numpy() if isinstance(t, pd.DataFrame) else t for t in mats]
+    if len(common) < stats.MIN_MODELS or not seeds:
+        return {"n_seeds": len(seeds), **{c: math.nan for c in SEED_COLUMNS[1:]}}
+    if len(seeds) < 2:
+        log.info("rank agreement %s: one seed, no across-seed interval", name)
+    out = stats.seed_agreement(arrays[0], arrays[1], base_idx, confidence)
+    out["n_seeds"] = len(seeds)
+    return out
+
+
+# =========================================================================== pairwise and rank stability
+
+PAIRWISE_COLUMNS = [
+    "dataset", "model_a", "model_b", "reference_rank_a", "reference_rank_b", "reference_top1_a",
+    "reference_top1_b", "top1_a", "top1_b", "diff", "adjacent", "swapped", "n_seeds", "n", "b", "c",
+    "p_value", "p_holm", "verdict",
+]
+
+
+def pairwise_table(runs: pd.DataFrame, reference: pd.DataFrame, predictions: Mapping[tuple[str, str, int], dict],
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """Which rank swaps against the reference are within noise: paired McNemar tests per dataset.
+
+    Models are ranked by the reference (1 = best). For each dataset, every pair of models
+    adjacent in the reference ranking, and every pair the dataset orders the other way
+    (``swapped``), is tested on the dataset's test set: exact McNemar on the per-example
+    predictions, discordant counts summed over the seeds both models have
+    (:func:`stats.mcnemar_pooled`). ``p_holm`` is Holm-adjusted over the rows of the
+    dataset; with ``alpha = 1 - confidence`` the verdict is ``agrees`` (same order as the
+    reference, significant), ``agrees, within noise``, ``swap within noise`` or
+    ``significant swap``. ``diff`` = ``top1_a - top1_b`` (seed means); model A is the one
+    ranked higher by the reference.
+    """
+    alpha = 1.0 - confidence
+    ref = reference.set_index("model")["top1"].astype(float)
+    means = dataset_accuracies(runs, confidence).set_index(["dataset", "model"])["top1"]
+    rows = []
+    for ds in sorted(runs["dataset"].unique()):
+        ds_runs = runs[runs["dataset"] == ds]
+        models = [m for m in ref.sort_values(ascending=False, kind="mergesort").index if m in set(ds_runs["model"])]
+        rank = {m: i + 1 for i, m in enumerate(models)}
+        seeds = {m: sorted(int(s) for s in ds_runs.loc[ds_runs["model"] == m, "seed"]) for m in models}
+        ds_rows = []
+        for i, j in itertools.combinations(range(len(models)), 2):
+            a, b = models[i], models[j]
+            ta, tb = float(means[(ds, a)]), float(means[(ds, b)])
+            adjacent, swapped = j == i + 1, ta < tb
+            if not (adjacent or swapped):
+                continue
+            common = sorted(set(seeds[a]) & set(seeds[b]))
+            if not common:
+                log.warning("pairwise %s: %s and %s share no seed; not tested", ds, a, b)
+                continue
+            ca, cb = [], []
+            for sd in common:
+                pa, pb = predictions[(ds, a, sd)], predictions[(ds, b, sd)]
+                if not np.array_equal(pa["keys"], pb["keys"]):
+                    raise InputError(f"{pa['path']}: column 'key' covers different test examples than {pb['path']}")
+                ca.append(pa["correct"])
+                cb.append(pb["correct"])
+            test = stats.mcnemar_pooled(ca, cb)
+            ds_rows.append({"dataset": ds, "model_a": a, "model_b": b, "reference_rank_a": rank[a],
+                            "reference_rank_b": rank[b], "reference_top1_a": float(ref[a]),
+                            "reference_top1_b": float(ref[b]), "top1_a": ta, "top1_b": tb, "diff": ta - tb,
+                            "adjacent": adjacent, "swapped": swapped, **{k: test[k] for k in
+                                                                          ("n_seeds", "n", "b", "c", "p_value")}})
+        adj = stats.holm([r["p_value"] for r in ds_rows])
+        for r, p in zip(ds_rows, adj):
+            r["p_holm"] = float(p)
+            sig = p < alpha
+            if r["swapped"]:
+                r["verdict"] = "significant swap" if sig else "swap within noise"
+            else:
+                r["verdict"] = "agrees" if sig else "agrees, within noise"
+        rows += ds_rows
+    return pd.DataFrame(rows, columns=PAIRWISE_COLUMNS)
+
+
+def rank_stability_table(correct: Mapping[str, Mapping[str, np.ndarray]], n_replicates: int = 500,
+                         n_points: int = 16, seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
+    """:func:`stats.rank_stability` for each dataset (seed-averaged correctness), stacked."""
+    frames = []
+    for k, ds in enumerate(sorted(correct)):
+        models = sorted(correct[ds])
+        if len(models) < 2:
+            log.warning("rank stability %s: fewer than two models; skipped", ds)
+            continue
+        c = np.stack([correct[ds][m] for m in models])
+        sizes = stats.subsample_sizes(c.shape[1], n_points)
+        df = stats.rank_stability(c, sizes, n_replicates, seed=seed + k, confidence=confidence)
+        df.insert(0, "dataset", ds)
+        df.insert(1, "n_models", len(models))
+        df["n_test_full"] = c.shape[1]
+        frames.append(df)
+    if not frames:
+        raise InputError("--predictions: no dataset has two or more models; no rank stability to compute")
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_rank_stability(table: pd.DataFrame, confidence: float = 0.95):
+    """Probability of recovering the full-test-set ranking against the number of test examples."""
+    fig, ax_p, ax_t = _figure(1, 2, (11, 4.5))
+    palette = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange"]
+    for k, (ds, g) in enumerate(table.groupby("dataset", sort=True)):
+        col = palette[k % len(palette)]
+        lab = f"{_ds_label(ds)} ({int(g['n_models'].iloc[0])} models, {int(g['n_test_full'].iloc[0])} test examples)"
+        ax_p.plot(g["n_test"], g["p_recovered"], marker="o", color=col, label=lab)
+        ax_p.fill_between(g["n_test"], g["p_low"], g["p_high"], color=col, alpha=0.2, linewidth=0)
+        ax_t.plot(g["n_test"], g["kendall_tau"], marker="o", color=col, label=_ds_label(ds))
+    for ax in (ax_p, ax_t):
+        ax.set_xscale("log")
+        ax.set_xlabel("Number of test examples (random subset)")
+        ax.grid(alpha=0.3)
+    ax_p.set_ylim(-0.02, 1.02)
+    ax_p.set_ylabel("P(full-test-set ranking recovered)")
+    ax_p.set_title(f"(a) Exact ranking recovered ({100 * confidence:g}% Clopper-Pearson band)")
+    ax_p.legend(loc="upper left", fontsize=8)
+    ax_t.set_ylim(min(-0.02, float(np.nanmin(table["kendall_tau"])) - 0.05), 1.02)
+    ax_t.set_ylabel("Mean Kendall τ with the full-test-set ranking")
+    ax_t.set_title("(b) Agreement with the full ranking")
+    n_rep = int(table["n_replicates"].iloc[0])
+    fig.suptitle(f"Rank stability: {n_rep} random subsets per size, per-example predictions averaged over seeds")
+    return fig
+
+
+def _figure(rows: int, cols: int, size):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, *axes.ravel()
 
 
 # =========================================================================== figure 1
@@ -579,7 +765,7 @@ def save_figure(fig, out_png: str | Path | None = None, out_pdf: str | Path | No
 
 def cmd_accuracies(args: argparse.Namespace) -> int:
     df = collect_accuracies(args.metrics)
-    write_csv(df, args.out)
+    write_table(df, args.out, caption="Top-1 test accuracy per run with its Clopper-Pearson interval")
     log.info("wrote %s: %d run(s), %d dataset(s), %d model(s)", args.out, len(df), df["dataset"].nunique(),
              df["model"].nunique())
     return 0
@@ -599,11 +785,42 @@ def cmd_rank_agreement(args: argparse.Namespace) -> int:
     table = rank_agreement_table(runs, reference, params["baseline_model"], correct=correct,
                                  n_bootstrap=params["n_bootstrap"], confidence=params["confidence"],
                                  seed=params["seed"], reference_name=args.reference_name)
-    write_csv(table, args.out)
+    write_table(table, args.out, caption="Rank agreement with the reference and between datasets: estimate "
+                "[test-example bootstrap interval] {across-seed t-interval}; all columns in the CSV",
+                display=rank_agreement_display(table))
     for r in table.to_dict("records"):
         log.info("%s vs %s: n=%d spearman=%.3f kendall=%.3f slope=%.3f pearson_r=%.3f", r["reference"],
                  r["dataset"], r["n_models"], r["spearman_rho"], r["kendall_tau"], r["slope"], r["pearson_r"])
     log.info("wrote %s", args.out)
+    return 0
+
+
+def cmd_pairwise(args: argparse.Namespace) -> int:
+    params = parse_params(args.params)
+    runs = read_accuracies(args.accuracies)
+    reference = read_reference(args.reference)
+    predictions = read_predictions(args.predictions)
+    correctness_matrices(runs, predictions)  # checks every run has predictions matching its accuracy
+    table = pairwise_table(runs, reference, predictions, params["confidence"])
+    write_table(table, args.out, caption=f"Pairwise exact McNemar tests (Holm-adjusted, alpha = "
+                f"{1 - params['confidence']:.2g}): model A is ranked above model B by the reference")
+    for ds, g in table.groupby("dataset"):
+        log.info("%s: %d pair(s) tested, %d swapped, %d swap(s) within noise", ds, len(g), int(g["swapped"].sum()),
+                 int((g["verdict"] == "swap within noise").sum()))
+    log.info("wrote %s", args.out)
+    return 0
+
+
+def cmd_rank_stability(args: argparse.Namespace) -> int:
+    params = parse_params(args.params)
+    runs = read_accuracies(args.accuracies)
+    correct = correctness_matrices(runs, read_predictions(args.predictions))
+    table = rank_stability_table(correct, params["rank_stability_replicates"], params["rank_stability_points"],
+                                 params["seed"], params["confidence"])
+    write_table(table, args.out, caption="Probability of recovering the full-test-set ranking from a random "
+                "subset of the test examples")
+    save_figure(plot_rank_stability(table, params["confidence"]), args.out_png, args.out_pdf)
+    log.info("wrote %s, %s and %s", args.out, args.out_png, args.out_pdf)
     return 0
 
 
@@ -627,7 +844,7 @@ def add_commands(subparsers) -> None:
 
     a = sub.add_parser("accuracies", help="collect metrics.json files into accuracies.csv")
     a.add_argument("--metrics", nargs="+", required=True, metavar="JSON", help="per-run metrics.json files")
-    a.add_argument("--out", required=True, help="output CSV (results/tables/accuracies.csv)")
+    a.add_argument("--out", required=True, help="output CSV (results/tables/accuracies.csv); .md and .tex beside it")
     a.set_defaults(func=cmd_accuracies)
 
     r = sub.add_parser("rank-agreement", help="rank correlations and relative-improvement fit")
@@ -639,6 +856,27 @@ def add_commands(subparsers) -> None:
     r.add_argument("--reference-name", default="imagenet", help="name of the reference (config reference.name)")
     r.add_argument("--out", required=True, help="output CSV (results/tables/rank_agreement.csv)")
     r.set_defaults(func=cmd_rank_agreement)
+
+    pw = sub.add_parser("pairwise", help="McNemar tests: which rank swaps against the reference are within noise")
+    pw.add_argument("--accuracies", required=True, help="accuracies.csv")
+    pw.add_argument("--reference", required=True, help="reference_accuracies.csv")
+    pw.add_argument("--predictions", nargs="+", required=True, metavar="PARQUET", help="predictions.parquet of every run")
+    pw.add_argument("--params", default="{}", help="analysis config section as JSON")
+    pw.add_argument("--out", required=True, help="output CSV; .md and .tex are written beside it")
+    pw.set_defaults(func=cmd_pairwise)
+
+    rs = sub.add_parser("rank-stability", help="P(full ranking recovered) vs number of test examples")
+    rs.add_argument("--accuracies", required=True, help="accuracies.csv")
+    rs.add_argument("--predictions", nargs="+", required=True, metavar="PARQUET", help="predictions.parquet of every run")
+    rs.add_argument("--params", default="{}", help="analysis config section as JSON")
+    rs.add_argument("--out", required=True, help="output CSV; .md and .tex are written beside it")
+    rs.add_argument("--out-png", required=True)
+    rs.add_argument("--out-pdf", required=True)
+    rs.set_defaults(func=cmd_rank_stability)
+
+    from . import analysis
+
+    analysis.add_aggregate_commands(sub)
 
     f = sub.add_parser("fig1", help="Figure 1: accuracy relative to the baseline model")
     f.add_argument("--accuracies", required=True, help="accuracies.csv")

@@ -35,6 +35,7 @@ STAGES = {
     "imagenot.robustness": ["robustness"],
     "imagenot.transfer": ["transfer-data", "transfer"],
     "imagenot.aggregate": ["aggregate"],
+    "imagenot.analyze": ["analyze"],
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -24,6 +25,10 @@ import pandas as pd
 from scipy import stats as _st
 
 MIN_MODELS = 3
+# bootstrap draws (replicates x examples) above which replicates are drawn on threads
+PARALLEL_MIN_DRAWS = 50_000_000
+# cost of one multinomial category (a binomial draw) in drawn indices, measured with numpy 2
+_BINOMIAL_COST = 16
 EXACT_SPEARMAN_MAX_N = 9
 
 
@@ -234,29 +239,159 @@ def slope_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_accuracies(correct: np.ndarray, n_bootstrap: int, rng: np.random.Generator,
-                         max_block: int = 2_000_000) -> np.ndarray:
+                         max_block: int = 400_000, method: str = "auto") -> np.ndarray:
     """Accuracies of each model on ``n_bootstrap`` resamples of the test examples.
 
     ``correct`` is (n_models, n_examples): per-example correctness (0/1, or the fraction of
     seeds correct, so the mean is the seed-averaged accuracy). Each replicate draws
     ``n_examples`` indices with replacement, shared by all models (they saw the same test
-    set). Returns (n_bootstrap, n_models). Memory is bounded by drawing replicates in blocks
-    of about ``max_block`` indices.
+    set). Returns (n_bootstrap, n_models).
+
+    Exact ways to draw a replicate (all the same empirical-bootstrap distribution):
+
+    - ``"patterns"``: examples with the same correctness vector across models are
+      interchangeable, so a replicate is a multinomial draw of how often each distinct
+      pattern is picked (``T`` patterns; at most ``2**n_models`` for one seed), and the
+      accuracies are ``counts @ patterns / n``;
+    - ``"examples"``: draw the indices, count them per example (``bincount``) and take
+      ``counts @ correct.T / n``, in blocks of about ``max_block`` draws;
+    - ``"auto"`` (default): the ``K`` most frequent patterns by multinomial and the other
+      examples by index: the number of draws landing on the other examples is
+      Binomial(n, their share), the top patterns share the rest multinomially, and the
+      others are drawn uniformly. ``K`` minimises ``16 K + (examples outside the top K)``
+      (a binomial costs about 16 drawn indices), so one seed's few patterns are drawn
+      by pattern alone and easy/hard examples (all right / all wrong) cost one category.
+
+    Accuracies are rounded to 12 decimals so that models with the same resampled accuracy
+    tie exactly. Large jobs run in fixed chunks with seeded generators on threads.
     """
     c = np.asarray(correct, dtype=float)
     if c.ndim != 2 or c.shape[1] == 0:
         raise ValueError("bootstrap_accuracies: correct must be (n_models, n_examples) with n_examples > 0")
     if n_bootstrap < 1:
         raise ValueError("bootstrap_accuracies: n_bootstrap must be >= 1")
-    n = c.shape[1]
-    block = max(1, min(n_bootstrap, max_block // n))
-    out = np.empty((n_bootstrap, c.shape[0]))
-    for start in range(0, n_bootstrap, block):
-        b = min(block, n_bootstrap - start)
-        idx = rng.integers(0, n, size=(b, n))
-        # how often each example was drawn in each replicate: (b, n)
-        counts = np.bincount((idx + (np.arange(b) * n)[:, None]).ravel(), minlength=b * n).reshape(b, n)
-        out[start:start + b] = counts @ c.T / n
+    if method not in ("auto", "patterns", "examples"):
+        raise ValueError(f"bootstrap_accuracies: unknown method {method!r}")
+    m, n = c.shape
+    out = np.empty((n_bootstrap, m))
+    # correctness as small integers (seed counts) makes float32 sums exact below 2**24
+    den = _common_denominator(c, max_den=16)
+    exact32 = den <= 16 and n * den < (1 << 24)
+    dtype = np.float32 if exact32 else np.float64
+    ct = np.ascontiguousarray(np.rint(c.T * den) if exact32 else c.T, dtype=dtype)
+    scale = float(n * (den if exact32 else 1))
+
+    if method == "examples":
+        k_top = 0
+    else:
+        patterns, inverse, freq = np.unique(ct, axis=0, return_inverse=True, return_counts=True)
+        inverse = inverse.ravel()
+        order = np.argsort(-freq, kind="mergesort")
+        if method == "patterns":
+            k_top = order.size
+        else:
+            cost = _BINOMIAL_COST * np.arange(order.size + 1) + (n - np.concatenate([[0], np.cumsum(freq[order])]))
+            k_top = int(np.argmin(cost))
+
+    if k_top == 0:
+        block = max(1, min(n_bootstrap, max_block // n))
+        offsets = (np.arange(block) * n)[:, None]
+
+        def fill(start: int, stop: int, gen: np.random.Generator) -> None:
+            for lo in range(start, stop, block):
+                b = min(block, stop - lo)
+                idx = gen.integers(0, n, size=(b, n))
+                idx += offsets[:b]
+                counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(dtype)
+                out[lo:lo + b] = (counts @ ct).astype(float) / scale
+    else:
+        top = order[:k_top]
+        v_top = patterns[top].astype(np.float64)
+        in_top = np.zeros(patterns.shape[0], dtype=bool)
+        in_top[top] = True
+        rest = np.flatnonzero(~in_top[inverse])
+        n_rest = rest.size
+        ct_rest = ct[rest]
+        p_top = freq[top] / freq[top].sum()
+        block = max(1, min(n_bootstrap, max_block // max(k_top, n_rest, 1)))
+
+        def fill(start: int, stop: int, gen: np.random.Generator) -> None:
+            for lo in range(start, stop, block):
+                b = min(block, stop - lo)
+                if n_rest == 0:
+                    w = gen.multinomial(n, p_top, size=b)
+                    out[lo:lo + b] = (w @ v_top) / scale
+                    continue
+                k_rest = gen.binomial(n, n_rest / n, size=b)
+                w = gen.multinomial(n - k_rest, p_top)
+                idx = gen.integers(0, n_rest, size=int(k_rest.sum()))
+                idx += np.repeat(np.arange(b) * n_rest, k_rest)
+                counts = np.bincount(idx, minlength=b * n_rest).reshape(b, n_rest).astype(dtype)
+                out[lo:lo + b] = (w @ v_top + (counts @ ct_rest).astype(float)) / scale
+
+    if n_bootstrap * n < PARALLEL_MIN_DRAWS:
+        fill(0, n_bootstrap, rng)
+    else:
+        # fixed chunks of replicates, each with its own generator seeded from rng, on threads
+        # (numpy releases the GIL in random fills and matmul): the result depends on the seed
+        # only, not on the number of threads
+        chunk = block * 16
+        starts = list(range(0, n_bootstrap, chunk))
+        seeds = rng.integers(0, 2**63 - 1, size=len(starts))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, min(len(starts), os.cpu_count() or 1))) as pool:
+            jobs = [pool.submit(fill, st, min(st + chunk, n_bootstrap), np.random.default_rng(int(sd)))
+                    for st, sd in zip(starts, seeds)]
+            for j in jobs:
+                j.result()
+    return np.round(out, 12)
+
+
+def agreement_intervals(xs: np.ndarray, ys: np.ndarray, baseline_index: int | None = None,
+                        confidence: float = 0.95) -> dict:
+    """Percentile intervals of rank agreement over replicate accuracy matrices.
+
+    ``xs``, ``ys``: (B, n_models) accuracies of the same models on two sides, one row per
+    replicate (bootstrap or seed). Returns ``{stat}_low, {stat}_high, {stat}_valid`` for
+    ``spearman``, ``kendall`` and, with ``baseline_index``, ``slope`` and ``pearson_r`` of
+    the relative improvements (y on x). NaN intervals for fewer than ``MIN_MODELS`` models.
+    """
+    _check_confidence(confidence)
+    xs = np.atleast_2d(np.asarray(xs, dtype=float))
+    ys = np.atleast_2d(np.asarray(ys, dtype=float))
+    n_rep = max(xs.shape[0], ys.shape[0])
+    m = xs.shape[1]
+    if ys.shape[1] != m:
+        raise ValueError(f"agreement_intervals: x has {m} models, y has {ys.shape[1]}")
+    values = replicate_statistics(xs, ys, baseline_index)
+    out: dict = {}
+    alpha = 1.0 - confidence
+    for name, v in values.items():
+        v = np.broadcast_to(v, (n_rep,))
+        ok = np.isfinite(v)
+        out[f"{name}_valid"] = int(ok.sum())
+        if m < MIN_MODELS or not ok.any():
+            out[f"{name}_low"] = out[f"{name}_high"] = math.nan
+        else:
+            lo, hi = np.quantile(v[ok], [alpha / 2, 1 - alpha / 2])
+            out[f"{name}_low"], out[f"{name}_high"] = float(lo), float(hi)
+    return out
+
+
+def replicate_statistics(xs: np.ndarray, ys: np.ndarray, baseline_index: int | None = None) -> dict:
+    """Spearman, Kendall (and slope, Pearson R of relative improvements) of each replicate row."""
+    xs = np.atleast_2d(np.asarray(xs, dtype=float))
+    ys = np.atleast_2d(np.asarray(ys, dtype=float))
+    out = {"spearman": spearman_rows(xs, ys), "kendall": kendall_rows(xs, ys)}
+    if baseline_index is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            xr = xs / xs[:, [baseline_index]]
+            yr = ys / ys[:, [baseline_index]]
+        xr[~np.isfinite(xr)] = np.nan
+        yr[~np.isfinite(yr)] = np.nan
+        out["slope"] = slope_rows(xr, yr)
+        out["pearson_r"] = pearson_rows(xr, yr)
     return out
 
 
@@ -288,30 +423,9 @@ def bootstrap_rank_agreement(
     rng = np.random.default_rng(seed)
     xs = _bootstrap_side(x_correct, x_values, n_bootstrap, rng, "x")
     ys = _bootstrap_side(y_correct, y_values, n_bootstrap, rng, "y")
-    m = xs.shape[1]
-    if ys.shape[1] != m:
-        raise ValueError(f"bootstrap_rank_agreement: x has {m} models, y has {ys.shape[1]}")
-    stats = {"spearman": spearman_rows(xs, ys), "kendall": kendall_rows(xs, ys)}
-    if baseline_index is not None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            xr = xs / xs[:, [baseline_index]]
-            yr = ys / ys[:, [baseline_index]]
-        xr[~np.isfinite(xr)] = np.nan
-        yr[~np.isfinite(yr)] = np.nan
-        stats["slope"] = slope_rows(xr, yr)
-        stats["pearson_r"] = pearson_rows(xr, yr)
-    out: dict = {"n_bootstrap": int(n_bootstrap)}
-    alpha = 1.0 - confidence
-    for name, values in stats.items():
-        values = np.broadcast_to(values, (n_bootstrap,))
-        ok = np.isfinite(values)
-        out[f"{name}_valid"] = int(ok.sum())
-        if m < MIN_MODELS or not ok.any():
-            out[f"{name}_low"] = out[f"{name}_high"] = math.nan
-        else:
-            lo, hi = np.quantile(values[ok], [alpha / 2, 1 - alpha / 2])
-            out[f"{name}_low"], out[f"{name}_high"] = float(lo), float(hi)
-    return out
+    if ys.shape[1] != xs.shape[1]:
+        raise ValueError(f"bootstrap_rank_agreement: x has {xs.shape[1]} models, y has {ys.shape[1]}")
+    return {"n_bootstrap": int(n_bootstrap), **agreement_intervals(xs, ys, baseline_index, confidence)}
 
 
 def _bootstrap_side(correct, values, n_bootstrap, rng, name) -> np.ndarray:
@@ -372,6 +486,219 @@ def summarize_seeds(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFram
                      "top1_std": si["std"], "top1_low": low, "top1_high": high, "interval": kind})
     cols = ["dataset", "model", "n_seeds", "top1", "top1_std", "top1_low", "top1_high", "interval"]
     return pd.DataFrame(rows, columns=cols)
+
+
+# --------------------------------------------------------------------------- across seeds
+
+
+def seed_agreement(x_seeds: np.ndarray, y_seeds: np.ndarray, baseline_index: int | None = None,
+                   confidence: float = 0.95) -> dict:
+    """Rank agreement computed separately for each seed, with a t-interval across seeds.
+
+    ``x_seeds``, ``y_seeds``: (n_seeds, n_models) accuracies, row ``k`` = the whole
+    experiment run with seed ``k`` (a side with fixed values, e.g. the published reference,
+    is one row broadcast to every seed). This is the spread from training randomness, a
+    different source of noise from the test-example bootstrap. Returns ``n_seeds`` and, per
+    statistic (``spearman``, ``kendall``, ``slope``, ``pearson_r``), ``seed_{stat}_mean``,
+    ``seed_{stat}_low``, ``seed_{stat}_high`` (Student-t over seeds; correlations clipped to
+    [-1, 1]); NaN with fewer than two seeds or a statistic undefined in some seed.
+    """
+    _check_confidence(confidence)
+    x = np.atleast_2d(np.asarray(x_seeds, dtype=float))
+    y = np.atleast_2d(np.asarray(y_seeds, dtype=float))
+    n_seeds = max(x.shape[0], y.shape[0])
+    x = np.broadcast_to(x, (n_seeds, x.shape[1]))
+    y = np.broadcast_to(y, (n_seeds, y.shape[1]))
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"seed_agreement: x has {x.shape[1]} models, y has {y.shape[1]}")
+    per_seed = replicate_statistics(x, y, baseline_index)
+    out: dict = {"n_seeds": int(n_seeds)}
+    for name in ("spearman", "kendall", "slope", "pearson_r"):
+        v = per_seed.get(name)
+        mean = low = high = math.nan
+        if v is not None and x.shape[1] >= MIN_MODELS and np.all(np.isfinite(v)):
+            mean = float(np.mean(v))
+            if n_seeds >= 2:
+                si = seed_interval(v, confidence)
+                low, high = si["low"], si["high"]
+                if name != "slope":
+                    low, high = max(-1.0, low), min(1.0, high)
+        out[f"seed_{name}_mean"], out[f"seed_{name}_low"], out[f"seed_{name}_high"] = mean, low, high
+    return out
+
+
+# --------------------------------------------------------------------------- pairwise
+
+
+def mcnemar_pooled(correct_a: Sequence[np.ndarray], correct_b: Sequence[np.ndarray]) -> dict:
+    """Exact McNemar test of two models over several seeds on the same test examples.
+
+    ``correct_a[k]`` and ``correct_b[k]`` are seed ``k``'s per-example correctness of models
+    A and B (aligned examples). The discordant counts are summed over seeds (``b`` = A
+    right and B wrong, ``c`` = the reverse) and ``b ~ Binomial(b + c, 1/2)`` under equal
+    accuracy. Returns ``n`` (example-seed pairs), ``n_seeds``, ``b``, ``c``, ``p_value``, ``diff``.
+    """
+    if len(correct_a) != len(correct_b) or not len(correct_a):
+        raise ValueError("mcnemar_pooled: need the same positive number of seeds for both models")
+    b = c = n = 0
+    for ca, cb in zip(correct_a, correct_b):
+        r = mcnemar_exact(ca, cb)
+        b, c, n = b + r["b"], c + r["c"], n + r["n"]
+    p = 1.0 if b + c == 0 else float(_st.binomtest(b, b + c, 0.5).pvalue)
+    return {"n": n, "n_seeds": len(correct_a), "b": b, "c": c, "p_value": p, "diff": (b - c) / n}
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control), in input order."""
+    p = np.asarray(p_values, dtype=float)
+    if p.size == 0:
+        return p.copy()
+    order = np.argsort(p, kind="mergesort")
+    k = p.size
+    adj = np.maximum.accumulate((k - np.arange(k)) * p[order])
+    out = np.empty_like(p)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+# --------------------------------------------------------------------------- rank stability
+
+
+def subsample_sizes(n: int, n_points: int = 16, smallest: int = 10) -> np.ndarray:
+    """Geometric grid of test-set sizes from ``smallest`` to ``n`` (both included, unique)."""
+    if n < 1:
+        raise ValueError("subsample_sizes: n must be >= 1")
+    lo = min(smallest, n)
+    return np.unique(np.round(np.geomspace(lo, n, max(2, n_points))).astype(int))
+
+
+def rank_stability(correct: np.ndarray, sizes: Sequence[int], n_replicates: int = 500, seed: int = 0,
+                   confidence: float = 0.95) -> pd.DataFrame:
+    """How often a random subset of the test examples gives the full test set's ranking.
+
+    ``correct``: (n_models, n_examples) per-example correctness (0/1 or fraction of seeds).
+    For each replicate one random permutation of the examples is drawn; its first ``k``
+    examples are a uniform random subset of size ``k`` (without replacement), so one
+    permutation serves every size. A replicate recovers the ranking when the models' ranks
+    on the subset (ties share the lowest rank) equal their ranks on all examples. Returns
+    one row per size: ``n_test, n_replicates, p_recovered`` with its Clopper-Pearson
+    ``p_low, p_high``, and the mean ``kendall_tau`` / ``spearman_rho`` of the subset
+    ranking against the full one. At ``n_test = n_examples`` the probability is 1.
+    """
+    c = np.asarray(correct, dtype=float)
+    if c.ndim != 2 or c.shape[1] == 0:
+        raise ValueError("rank_stability: correct must be (n_models, n_examples)")
+    if n_replicates < 1:
+        raise ValueError("rank_stability: n_replicates must be >= 1")
+    m, n = c.shape
+    sizes = np.asarray(sorted(set(int(k) for k in sizes)))
+    if sizes.size == 0 or sizes[0] < 1 or sizes[-1] > n:
+        raise ValueError(f"rank_stability: sizes must be within [1, {n}]")
+    # integer numerators keep equal accuracies exactly equal (ties) on every subset
+    scale = _common_denominator(c)
+    ci = np.rint(c.T * scale)
+    ci = ci.astype(np.uint8 if ci.max() < 256 else np.int64)  # (n, m); small dtype = cheap gathers
+    full_rank = _st.rankdata(ci.sum(axis=0, dtype=np.int64), method="min")
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([[0], sizes[:-1]])
+    sums = np.empty((n_replicates, sizes.size, m), dtype=np.int64)
+    rows = _row_view(ci)
+    for r in range(n_replicates):
+        perm = rng.permutation(n)[: sizes[-1]]
+        picked = rows[perm] if rows is not None else ci[perm]
+        if rows is not None:
+            picked = picked.view(np.uint8).reshape(perm.size, -1)[:, :m]
+        sums[r] = np.cumsum(np.add.reduceat(picked, starts, axis=0, dtype=np.int64), axis=0)
+    flat = sums.reshape(-1, m)
+    ranks = _st.rankdata(flat, axis=1, method="min").reshape(n_replicates, sizes.size, m)
+    hits = np.all(ranks == full_rank, axis=2).sum(axis=0)
+    tau = np.nan_to_num(kendall_rows(flat, full_rank[None, :]), nan=0.0).reshape(n_replicates, sizes.size)
+    rho = np.nan_to_num(spearman_rows(flat, full_rank[None, :]), nan=0.0).reshape(n_replicates, sizes.size)
+    tau_sum, rho_sum = tau.sum(axis=0), rho.sum(axis=0)
+    low, high = clopper_pearson_array(hits, np.full(sizes.size, n_replicates), confidence)
+    return pd.DataFrame({
+        "n_test": sizes, "n_replicates": n_replicates, "p_recovered": hits / n_replicates,
+        "p_low": low, "p_high": high, "kendall_tau": tau_sum / n_replicates,
+        "spearman_rho": rho_sum / n_replicates,
+    })
+
+
+def _row_view(ci: np.ndarray) -> np.ndarray | None:
+    """Rows of a small uint8 matrix as one 8- or 16-byte element each (gathers ~10x faster)."""
+    if ci.dtype != np.uint8 or ci.shape[1] > 16:
+        return None
+    width = 8 if ci.shape[1] <= 8 else 16
+    padded = np.zeros((ci.shape[0], width), dtype=np.uint8)
+    padded[:, : ci.shape[1]] = ci
+    return padded.view(np.uint64 if width == 8 else np.complex128).ravel()
+
+
+def _common_denominator(c: np.ndarray, max_den: int = 64) -> int:
+    """Smallest d <= max_den with c * d integral (fractions of seeds correct); else 2**20."""
+    for d in range(1, max_den + 1):
+        if np.allclose(c * d, np.rint(c * d), atol=1e-9, rtol=0):
+            return d
+    return 1 << 20
+
+
+# --------------------------------------------------------------------------- fits with bands
+
+
+def fit_band(x, y, grid, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Least-squares fit with a percentile bootstrap band (resampling the points).
+
+    Returns :func:`linear_fit`'s fields plus ``slope_low, slope_high``, ``grid``,
+    ``band_low, band_high`` (the band of the fitted line at ``grid``) and ``n_valid``
+    (replicates where x was not constant). Band and interval are NaN for fewer than
+    ``MIN_MODELS`` points.
+    """
+    _check_confidence(confidence)
+    x, y = _paired(x, y)
+    grid = np.asarray(grid, dtype=float)
+    out = linear_fit(x, y)
+    out.update(grid=grid, band_low=np.full(grid.shape, math.nan), band_high=np.full(grid.shape, math.nan),
+               slope_low=math.nan, slope_high=math.nan, n_valid=0)
+    if not np.isfinite(out["slope"]) or n_bootstrap < 1:
+        return out
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n_bootstrap, x.size))
+    xb, yb = x[idx], y[idx]
+    slopes = slope_rows(xb, yb)
+    ok = np.isfinite(slopes)
+    out["n_valid"] = int(ok.sum())
+    if not ok.any():
+        return out
+    slopes = slopes[ok]
+    intercepts = yb[ok].mean(axis=1) - slopes * xb[ok].mean(axis=1)
+    lines = slopes[:, None] * grid[None, :] + intercepts[:, None]
+    alpha = 1 - confidence
+    out["band_low"], out["band_high"] = np.quantile(lines, [alpha / 2, 1 - alpha / 2], axis=0)
+    out["slope_low"], out["slope_high"] = (float(v) for v in np.quantile(slopes, [alpha / 2, 1 - alpha / 2]))
+    return out
+
+
+# --------------------------------------------------------------------------- many datasets
+
+
+def correlation_matrix(accuracy: pd.DataFrame, method: str = "spearman") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Pairwise rank correlation between the columns (datasets) of a model x dataset table.
+
+    Each pair uses the models with a value in both columns. Returns (statistic, p-value,
+    number of models) as square DataFrames indexed by dataset; NaN where fewer than
+    ``MIN_MODELS`` models are shared.
+    """
+    fn = {"spearman": spearman, "kendall": kendall}[method]
+    cols = list(accuracy.columns)
+    stat = pd.DataFrame(np.nan, index=cols, columns=cols)
+    pval = pd.DataFrame(np.nan, index=cols, columns=cols)
+    count = pd.DataFrame(0, index=cols, columns=cols)
+    for a in cols:
+        for b in cols:
+            both = accuracy[[a, b]].dropna()
+            count.loc[a, b] = len(both)
+            r, p = fn(both[a].to_numpy(), both[b].to_numpy())
+            stat.loc[a, b], pval.loc[a, b] = r, p
+    return stat, pval, count
 
 
 # --------------------------------------------------------------------------- helpers
