@@ -222,10 +222,6 @@ def make_dataset(
     shards = list(shards)
     if shuffle:
         random.Random(seed).shuffle(shards)  # same order on every rank: node split stays disjoint
-    if endless:
-        # the list is consumed lazily and the stream is cut by ``limit``: ENDLESS_CYCLES passes
-        # are as good as endless (webdataset 0.2's repeat= is ignored by WebDataset)
-        shards = shards * ENDLESS_CYCLES
     ds = wds.WebDataset(
         shards,
         handler=counter,
@@ -242,9 +238,35 @@ def make_dataset(
     if repeats > 1:
         ds = ds.compose(lambda src: _repeat(src, repeats))
     ds = ds.map(_decoder(transform, num_classes), handler=counter)
+    if endless:
+        if limit is None:
+            raise ValueError("endless=True needs a limit")
+        return Cycled(ds, limit)
     if limit is not None:
         ds = ds.slice(limit)
     return ds
+
+
+class Cycled(torch.utils.data.IterableDataset):
+    """Passes over ``dataset`` (each a whole pass: its own shuffle buffer) until ``limit``
+    samples; an empty pass ends it. Under DDP this gives every rank the same epoch length
+    when the shards are uneven (webdataset 0.2's WebDataset ignores its repeat=)."""
+
+    def __init__(self, dataset, limit: int):
+        self.dataset, self.limit = dataset, int(limit)
+
+    def __iter__(self):
+        n = 0
+        for _ in range(ENDLESS_CYCLES):
+            got = False
+            for sample in self.dataset:
+                got = True
+                yield sample
+                n += 1
+                if n >= self.limit:
+                    return
+            if not got:
+                return
 
 
 def make_loader(

@@ -309,13 +309,14 @@ def _fused(cls, params, **kwargs) -> torch.optim.Optimizer:
         return cls(params, **kwargs)
 
 
-def build_ema(model: nn.Module, recipe: dict, device: torch.device):
-    """timm ModelEmaV3 with torchvision's decay adjustment for ema_steps and batch size."""
+def build_ema(model: nn.Module, recipe: dict, device: torch.device, world_size: int = 1):
+    """timm ModelEmaV3 with torchvision's decay adjustment for ema_steps and the global batch
+    (batch_size is per process, as torchvision's --batch-size is per GPU)."""
     if recipe["ema_decay"] is None:
         return None
     from timm.utils import ModelEmaV3
 
-    adjust = recipe["batch_size"] * recipe["ema_steps"] / recipe["epochs"]
+    adjust = world_size * recipe["batch_size"] * recipe["ema_steps"] / recipe["epochs"]
     alpha = min(1.0, (1.0 - recipe["ema_decay"]) * adjust)
     return ModelEmaV3(model, decay=1.0 - alpha, device=device)
 
@@ -625,7 +626,7 @@ def _train(model_name, recipe, data_dir, seed, params, out_dir, on_epoch_end, de
     optimizer = build_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(recipe, step, steps_per_epoch))
-    ema = build_ema(model, recipe, device)
+    ema = build_ema(model, recipe, device, dist.world)
     mixup = build_mixup(recipe, num_classes)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixup is not None else recipe["label_smoothing"])
 
