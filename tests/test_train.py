@@ -137,6 +137,17 @@ def test_early_stopping(dataset_dir, tmp_path):
     assert len(pd.read_csv(tmp_path / "history.csv")) == summary["epochs_run"]
 
 
+def test_max_epochs_runs_past_the_schedule_until_early_stopping(dataset_dir, tmp_path):
+    # the paper: each schedule spans its recipe's epochs, training stops early or at 1000 epochs
+    recipe = dict(SMALL, epochs=1, lr_scheduler="step", lr_step_size=1, lr_gamma=0.5)
+    summary = T.train("mnv3", recipe, dataset_dir, 0, dict(PARAMS, max_epochs=2), tmp_path)
+    hist = pd.read_csv(tmp_path / "history.csv")
+    assert summary["epochs_run"] == 2 and hist["epoch"].tolist() == [1, 2]
+    assert hist["lr"].iloc[1] < hist["lr"].iloc[0]  # the step schedule goes on decaying
+    with pytest.raises(InputError, match="max_epochs"):
+        T.resolve_params(dict(PARAMS, max_epochs=0))
+
+
 def test_divergence_stops_and_keeps_the_best_epoch(dataset_dir, tmp_path, caplog):
     # epoch 1 at lr 0.02, then x1e6: the loss blows up in epoch 2
     recipe = dict(SMALL, epochs=5, lr_scheduler="step", lr_step_size=1, lr_gamma=1e6)
