@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from test_data import make_dataset_dir
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"device": "cpu", "num_workers": 0, "threads": 1, "patience": 10, "amp": True}
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_disjoint_shards(tmp_path):
     # 4 train shards of 6 samples (24 in all): 2 per rank; one val shard, split by sample
     ds = make_dataset_dir(tmp_path / "ds", n_classes=3, per_class={"train": 8, "val": 4}, size=32,

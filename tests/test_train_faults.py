@@ -82,6 +82,7 @@ def wait_for_new(path: Path, proc, old_mtime: int, timeout=240):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_sigterm_then_kill_9_resume_to_the_uninterrupted_result(dataset, reference, tmp_path):
     """SIGTERM in epoch 2 (preemption: mid-epoch checkpoint, exit 143); the rerun is then
     killed with SIGKILL after its next checkpoint; a last rerun finishes. Same result."""
