@@ -10,7 +10,8 @@ CPU mode (default): resnet18 at 64 px, batch 32, on a real WebDataset directory 
   epoch       train_one_epoch fed by the project's loader (what a training job runs)
 
 plain and project consume the same pre-decoded batches from identically initialised models,
-alternating rounds; the median of the rounds is reported, with project / plain (target
+interleaved in chunks of 4 steps (other processes' load hits both alike); the median over
+rounds is reported, with project / plain (target
 >= 0.95) and loader / train-step (the loader should not be the bottleneck).
 
 GPU mode (runs when CUDA is available, or --gpu): ResNet-50 and ViT-B/16 at 224 px with bf16
@@ -55,29 +56,42 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def plain_loop(model, batches, device, amp):
-    """The minimal loop a user would write."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    model.train()
-    for images, target, _ in batches:
-        images = images.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            loss = nn.functional.cross_entropy(model(images), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return opt
+class Plain:
+    """The minimal loop a user would write: forward, cross-entropy, zero_grad, backward, SGD."""
+
+    def __init__(self, model, device, amp, recipe):
+        self.model, self.device, self.amp = model, device, amp
+        self.opt = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"],
+                                   weight_decay=recipe["weight_decay"])
+
+    def run(self, batches):
+        model, device, opt = self.model, self.device, self.opt
+        model.train()
+        for images, target, _ in batches:
+            images = images.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and device.type == "cuda"):
+                loss = nn.functional.cross_entropy(model(images), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
 
-def project_loop(model, batches, device, amp, recipe, steps_per_epoch):
-    """imagenot.train.train_one_epoch with the recipe's optimizer and schedule."""
-    opt = T.build_optimizer(model, recipe)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: T.lr_factor(recipe, s, steps_per_epoch))
-    state = {"global_step": 0, "epoch": 0}
-    return T.train_one_epoch(model, batches, opt, sched, nn.CrossEntropyLoss(), None, None, recipe, device, amp, state)
+class Project:
+    """imagenot.train.train_one_epoch with the recipe's optimizer (fused SGD) and schedule."""
+
+    def __init__(self, model, device, amp, recipe, steps_per_epoch=100):
+        self.model, self.device, self.amp, self.recipe = model, device, amp, recipe
+        self.opt = T.build_optimizer(model, recipe)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: T.lr_factor(recipe, s, steps_per_epoch))
+        self.criterion = nn.CrossEntropyLoss()
+        self.state = {"global_step": 0, "epoch": 0}
+
+    def run(self, batches):
+        return T.train_one_epoch(self.model, batches, self.opt, self.sched, self.criterion, None, None, self.recipe,
+                                 self.device, self.amp, self.state)
 
 
 def timed(fn, n_images, device):
@@ -88,31 +102,44 @@ def timed(fn, n_images, device):
     return n_images / (time.perf_counter() - t0)
 
 
-def compare(model0, batches, device, amp, recipe, rounds):
-    """Alternating rounds of plain and project on copies of the same initial model."""
-    n = sum(len(b[1]) for b in batches)
-    res = {"plain": [], "project": [], "plain_mem": 0, "project_mem": 0}
-    warm = batches[:2]
-    for name in ("plain", "project"):  # warm-up (cudnn autotuning, allocator, fused kernels)
-        m = copy.deepcopy(model0)
-        (plain_loop(m, warm, device, amp) if name == "plain"
-         else project_loop(m, warm, device, amp, recipe, len(batches)))
+def compare(model0, batches, device, amp, recipe, rounds, chunk=4):
+    """plain and project on copies of the same initial model, interleaved chunk by chunk
+    (alternating which goes first) so that load from other processes hits both alike."""
+    loops = {"plain": Plain(copy.deepcopy(model0), device, amp, recipe),
+             "project": Project(copy.deepcopy(model0), device, amp, recipe)}
+    for loop in loops.values():  # warm-up (cudnn autotuning, allocator, fused kernels)
+        loop.run(batches[:2])
+    chunks = [batches[i:i + chunk] for i in range(0, len(batches), chunk)]
+    res = {"plain": [], "project": []}
     for r in range(rounds):
-        order = ("plain", "project") if r % 2 == 0 else ("project", "plain")
-        for name in order:
-            m = copy.deepcopy(model0)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(device)
-            if name == "plain":
-                ips = timed(lambda: plain_loop(m, batches, device, amp), n, device)
-            else:
-                ips = timed(lambda: project_loop(m, batches, device, amp, recipe, len(batches)), n, device)
-            res[name].append(ips)
-            if device.type == "cuda":
-                res[f"{name}_mem"] = max(res[f"{name}_mem"], torch.cuda.max_memory_allocated(device))
-            del m
+        seconds = {"plain": 0.0, "project": 0.0}
+        n = 0
+        for c, part in enumerate(chunks):
+            order = ("plain", "project") if (r + c) % 2 == 0 else ("project", "plain")
+            for name in order:
+                sync(device)
+                t0 = time.perf_counter()
+                loops[name].run(part)
+                sync(device)
+                seconds[name] += time.perf_counter() - t0
+            n += sum(len(b[1]) for b in part)
+        for name in res:
+            res[name].append(n / seconds[name])
     return res
+
+
+def peak_memory(model0, batches, device, amp, recipe) -> dict:
+    """Peak GPU memory of each loop run alone on a fresh copy of the model."""
+    out = {}
+    for name, cls in (("plain", Plain), ("project", Project)):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        loop = cls(copy.deepcopy(model0), device, amp, recipe)
+        loop.run(batches[:3])
+        sync(device)
+        out[name] = torch.cuda.max_memory_allocated(device)
+        del loop
+    return out
 
 
 def loader_throughput(ds_dir, image_size, batch_size, workers, max_batches, seed=0):
@@ -152,9 +179,9 @@ def cpu_mode(a):
                            shuffle=True, seed=1)
     loader = data.make_loader(ds, a.batch, a.workers, seed=1)
     n_total = data.count_samples(data.shard_paths(ds_dir, "train"))
-    epoch_ips = timed(lambda: project_loop(m, loader, device, False, recipe, a.steps), n_total, device)
+    epoch_ips = timed(lambda: Project(m, device, False, recipe, a.steps).run(loader), n_total, device)
     print(f"CPU, {a.threads} thread(s), torch {torch.__version__}: resnet18 64 px, batch {a.batch}, "
-          f"{len(batches)} steps, {a.rounds} rounds (median)")
+          f"{len(batches)} steps, {a.rounds} rounds interleaved in 4-step chunks (median)")
     print(f"  loader only ({a.workers} workers)     {loader_ips:8.1f} img/s")
     print(f"  plain PyTorch loop              {plain:8.1f} img/s   rounds {[round(x, 1) for x in res['plain']]}")
     print(f"  project train_one_epoch         {project:8.1f} img/s   rounds {[round(x, 1) for x in res['project']]}")
@@ -174,6 +201,7 @@ def gpu_mode(a):
         batches = [(torch.randn(batch, 3, 224, 224, device=device, generator=g),
                     torch.randint(0, 1000, (batch,), device=device, generator=g), None) for _ in range(a.gpu_steps)]
         res = compare(model0, batches, device, True, recipe, a.rounds)
+        res.update({f"{k}_mem": v for k, v in peak_memory(model0, batches, device, True, recipe).items()})
         plain, project = statistics.median(res["plain"]), statistics.median(res["project"])
         print(f"GPU {torch.cuda.get_device_name(device)}: {arch} 224 px, batch {batch}, bf16 autocast, channels_last, "
               f"{a.gpu_steps} steps, {a.rounds} rounds (median)")

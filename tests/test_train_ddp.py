@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from test_data import make_dataset_dir
-from test_train import SMALL
+from test_train import FANCY
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"device": "cpu", "num_workers": 0, "threads": 1, "patience": 10, "amp": True}
@@ -28,7 +28,8 @@ def test_torchrun_two_ranks_disjoint_shards(tmp_path):
     for extra in sorted(ds_val.glob("*.tar"))[1:]:
         extra.unlink()
     out = tmp_path / "out"
-    recipe = dict(SMALL, epochs=1, batch_size=4)
+    # warmup, EMA (reset during warmup), mixup/cutmix, clipping, AdamW under DDP
+    recipe = dict(FANCY, epochs=1, batch_size=4, ra_reps=1)
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'workflow'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -412,6 +412,12 @@ def accuracy(model: nn.Module, loader, device: torch.device, amp: bool, dist: "D
     return correct / total
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside torch.compile / DistributedDataParallel wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, criterion, mixup, ema, recipe, device, amp, state,
                     dist: "Dist | None" = None, resume: dict | None = None, stop: "StopFlag | None" = None,
                     keys: set | None = None) -> dict:
@@ -470,10 +476,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, mixup, ema, 
         scheduler.step()
         state["global_step"] += 1
         if ema is not None and state["global_step"] % recipe["ema_steps"] == 0:
-            ema.update(model, step=state["global_step"])
+            ema.update(unwrap(model), step=state["global_step"])
             if state["epoch"] < recipe["lr_warmup_epochs"]:
                 # torchvision resets the average during warmup
-                ema.module.load_state_dict(model.state_dict())
+                ema.module.load_state_dict(unwrap(model).state_dict())
         n = len(hard)
         total_loss += loss.item() * n
         correct += (logits.argmax(1) == hard).sum().item()
