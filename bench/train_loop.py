@@ -211,7 +211,7 @@ def gpu_mode(a):
         del model0, batches
         torch.cuda.empty_cache()
     work = Path(a.work or tempfile.mkdtemp(prefix="imagenot-bench-loop-"))
-    ds_dir = make_dataset_dir(work / "ds224", n_classes=10, per_class={"train": 64, "val": 2}, size=256,
+    ds_dir = make_dataset_dir(work / "ds224", n_classes=10, per_class={"train": 200, "val": 2}, size=256,
                               shards_per_split=max(1, a.workers))
     loader_ips, _ = loader_throughput(ds_dir, 224, a.gpu_batch, a.workers, 10**9)
     print(f"  loader only at 224 px ({a.workers} workers): {loader_ips:.1f} img/s "
