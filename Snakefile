@@ -26,9 +26,21 @@ include: "rules/wordnet.smk"
 include: "rules/corpus.smk"
 include: "rules/curate.smk"
 include: "rules/download.smk"
+include: "rules/tune.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/aggregate.smk"
+include: "rules/curate_figures.smk"
+
+
+# Quick rules run on the submitting host even with a cluster executor (profiles/slurm):
+# `wordnet` may need the network, which login nodes usually have and compute nodes often lack.
+localrules:
+    wordnet,
+    reference_accuracies,
+    accuracies,
+    rank_agreement,
+    fig1,
 
 
 rule all:

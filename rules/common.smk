@@ -94,3 +94,35 @@ ALL_TARGETS = [
     f"{FIGURES}/fig1_relative_improvement.png",
     f"{FIGURES}/fig1_relative_improvement.pdf",
 ]
+
+# The curation tables and figures (rules/curate_figures.smk); Figures 6 and 10 only when the
+# config names CLIP image embeddings (figures.image_embeddings).
+ALL_TARGETS += [
+    f"{TABLES}/table3_wordnet_subtree.csv",
+    f"{TABLES}/table3_published.csv",
+    f"{FIGURES}/fig4_text_similarity_stats.png",
+    f"{FIGURES}/fig5_text_similarity_distributions.png",
+    f"{FIGURES}/fig11_synset_depth.png",
+    f"{FIGURES}/fig12_siblings.png",
+]
+if config.get("figures", {}).get("image_embeddings"):
+    ALL_TARGETS += [
+        f"{FIGURES}/fig6_inter_class_similarity.png",
+        f"{FIGURES}/fig10_intra_class_similarity.png",
+    ]
+
+def transfer_runtime():
+    """Run-time options of `imagenot transfer`, from the training section."""
+    keys = ("device", "threads", "amp")
+    runtime = {k: config["training"][k] for k in keys if k in config["training"]}
+    return dict(runtime, eval_batch_size=config["evaluation"]["batch_size"])
+
+
+# robustness (evaluation.robustness.enabled) and transfer (transfer.modes) for every run
+if config["evaluation"]["robustness"]["enabled"]:
+    ALL_TARGETS += run_outputs("eval", "robustness.json")
+ALL_TARGETS += [
+    path
+    for mode in config["transfer"]["modes"]
+    for path in run_outputs("transfer", f"{mode}.json")
+]

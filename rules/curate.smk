@@ -1,5 +1,12 @@
 # Curation, steps 1-8 of the paper (section 3). Step 1 runs once per metadata part
 # (scatter); the later steps gather per synset.
+# curation.classes.mode: published takes the classes from curation.classes.file and skips
+# class selection (steps 2-5, the step 7 threshold, CLIP ranking); clip.source: open_clip adds
+# the curate_clip_scores job (LAION's CLIP image embeddings x open_clip class prompts).
+
+CLASSES = config["curation"].get("classes", {})
+PUBLISHED_CLASSES = CLASSES.get("file", "config/imagenot_classes.txt") if CLASSES.get("mode") == "published" else None
+OPEN_CLIP = config["curation"].get("clip", {}).get("source") == "open_clip"
 
 
 rule curate_vocab:
@@ -29,6 +36,7 @@ rule curate_match:
     params:
         columns=as_json(config["corpus"]["columns"]),
         max_punsafe=config["curation"]["max_punsafe"],
+        max_caption_bytes=config["curation"].get("max_caption_bytes", 10000),
     log:
         "logs/curate/match/{subset}/{part}.log",
     conda:
@@ -36,7 +44,7 @@ rule curate_match:
     shell:
         "imagenot curate match --input {input.metadata} --vocab {input.vocab}"
         " --columns {params.columns:q} --max-punsafe {params.max_punsafe}"
-        " --key-prefix {wildcards.subset}/{wildcards.part}"
+        " --key-prefix {wildcards.subset}/{wildcards.part} --max-caption-bytes {params.max_caption_bytes}"
         " --out {output.matches} --report {output.report} > {log} 2>&1"
 
 
@@ -45,18 +53,20 @@ rule curate_candidates:
     input:
         matches=all_match_parts(),
         synsets=rules.curate_vocab.output.synsets,
+        classes=PUBLISHED_CLASSES or [],
     output:
         candidates="results/curate/candidates.parquet",
         report="results/curate/candidates.json",
     params:
-        curation=as_json(config["curation"]),
+        curation=lambda wildcards: as_json(config["curation"]),  # a function: {part} in paths is not a wildcard
+        classes=f"--classes-file {PUBLISHED_CLASSES}" if PUBLISHED_CLASSES else "",
     log:
         "logs/curate/candidates.log",
     conda:
         "../envs/curate.yaml"
     shell:
         "imagenot curate candidates --matches {input.matches} --synsets {input.synsets}"
-        " --params {params.curation:q} --out {output.candidates} --report {output.report} > {log} 2>&1"
+        " --params {params.curation:q} {params.classes} --out {output.candidates} --report {output.report} > {log} 2>&1"
 
 
 rule curate_captions:
@@ -95,24 +105,47 @@ rule curate_text_similarity:
         " --params {params.text:q} --out {output} > {log} 2>&1"
 
 
+rule curate_clip_scores:
+    """Step 8 with open_clip: class-prompt x image CLIP similarity from LAION's image embeddings."""
+    input:
+        text_similarity=rules.curate_text_similarity.output[0],
+        synsets=rules.curate_vocab.output.synsets,
+    output:
+        "results/curate/clip_scores.parquet",
+    params:
+        clip=lambda wildcards: as_json(config["curation"].get("clip", {})),
+    log:
+        "logs/curate/clip_scores.log",
+    conda:
+        "../envs/curate.yaml"
+    shell:
+        "imagenot curate clip-scores --text-similarity {input.text_similarity} --synsets {input.synsets}"
+        " --params {params.clip:q} --out {output} > {log} 2>&1"
+
+
 rule curate_select:
-    """Steps 7-8: similarity threshold, CLIP ranking, K classes x N images."""
+    """Steps 7-8: similarity threshold, CLIP ranking, K classes x N images (published mode:
+    the listed classes, images by caption x gloss similarity)."""
     input:
         text_similarity=rules.curate_text_similarity.output[0],
         candidates=rules.curate_candidates.output.candidates,
+        classes=PUBLISHED_CLASSES or [],
+        clip_scores=rules.curate_clip_scores.output[0] if OPEN_CLIP and not PUBLISHED_CLASSES else [],
     output:
         classes="results/curate/classes.parquet",
         selection="results/curate/selection.parquet",
         table=f"{TABLES}/curation_filters.csv",
     params:
-        curation=as_json(config["curation"]),
+        curation=lambda wildcards: as_json(config["curation"]),  # a function: {part} in paths is not a wildcard
+        extra=(f"--classes-file {PUBLISHED_CLASSES}" if PUBLISHED_CLASSES
+               else "--clip-scores results/curate/clip_scores.parquet" if OPEN_CLIP else ""),
     log:
         "logs/curate/select.log",
     conda:
         "../envs/curate.yaml"
     shell:
         "imagenot curate select --text-similarity {input.text_similarity}"
-        " --candidates {input.candidates} --params {params.curation:q}"
+        " --candidates {input.candidates} --params {params.curation:q} {params.extra}"
         " --out-classes {output.classes} --out-selection {output.selection}"
         " --out-table {output.table} > {log} 2>&1"
 

@@ -19,6 +19,7 @@ rule reference_accuracies:
 rule train:
     input:
         data=dataset_dir,
+        tuned=tuned_overrides,
     output:
         model="results/train/{dataset}/{model}/seed{seed}/model.pt",
         info="results/train/{dataset}/{model}/seed{seed}/train.json",
@@ -37,4 +38,5 @@ rule train:
     shell:
         "{params.launcher} train --model {wildcards.model} --recipe {params.recipe:q}"
         " --data-dir {input.data} --seed {wildcards.seed} --params {params.training:q}"
+        " --overrides {input.tuned}"
         " --out-dir results/train/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed} > {log} 2>&1"

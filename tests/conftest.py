@@ -95,6 +95,18 @@ def curate_matcher(curate_tables):
 
 
 @pytest.fixture(scope="session")
+def curate_column_matcher(curate_tables):
+    """The workflow's vectorised matcher on the same vocabulary."""
+    from imagenot.curate.match import ColumnMatcher
+
+    _, voc = curate_tables
+    mapping: dict[str, list[str]] = {}
+    for s, w in zip(voc["surface"], voc["wnid"]):
+        mapping.setdefault(s, []).append(w)
+    return ColumnMatcher(mapping)
+
+
+@pytest.fixture(scope="session")
 def curate_names(curate_tables) -> dict:
     """wnid -> NLTK synset name, and back."""
     synsets, _ = curate_tables
@@ -137,3 +149,30 @@ def demo_corpus(wordnet_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "corpus"
     demo.generate(wordnet_root, out, {**DEMO_TEST_PARAMS, "port": free_port()})
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# a small trained model (robustness and transfer tests)
+
+#: mobilenet_v3_small at 32 px (batch-norm layers, a multi-layer classifier), 2 epochs
+SMALL_TRAINED_RECIPE = {
+    "arch": "mobilenet_v3_small", "image_size": 32, "epochs": 2, "batch_size": 16, "optimizer": "sgd",
+    "lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4, "lr_scheduler": "cosine", "lr_step_size": 30,
+    "lr_gamma": 0.1, "lr_warmup_epochs": 0, "lr_warmup_decay": 0.1, "lr_min": 0.0, "label_smoothing": 0.0,
+    "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ra_reps": 1, "ema_decay": None, "ema_steps": 32,
+    "clip_grad_norm": None, "aux_loss_weight": 0.0,
+}
+
+
+@pytest.fixture(scope="session")
+def small_trained(tmp_path_factory):
+    """(dataset dir, model.pt): ``imagenot train`` of SMALL_TRAINED_RECIPE on the 4-class
+    colour-pattern dataset (20 test images and one corrupt test sample)."""
+    from imagenot import train
+    from test_data import make_dataset_dir
+
+    root = tmp_path_factory.mktemp("small_trained")
+    ds = make_dataset_dir(root / "ds", per_class={"train": 8, "val": 2, "test": 5}, seed=2, corrupt={"test": 1})
+    params = {"device": "cpu", "num_workers": 0, "threads": 1, "patience": 10, "amp": True}
+    train.train("mobilenet_v3_small", SMALL_TRAINED_RECIPE, ds, 0, params, root / "train")
+    return ds, root / "train" / "model.pt"

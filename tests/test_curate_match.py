@@ -90,8 +90,9 @@ def test_tokenize_and_normalize():
     ("a cat", ["big_cat.n.01", "cat.n.01"]),  # 'a' alone names nothing
     ("", []),
 ])
-def test_matcher(curate_matcher, curate_names, text, expected):
-    assert names(curate_matcher, curate_names, text) == expected
+@pytest.mark.parametrize("which", ["curate_matcher", "curate_column_matcher"])
+def test_matcher(request, curate_names, text, expected, which):
+    assert names(request.getfixturevalue(which), curate_names, text) == expected
 
 
 def test_matcher_batch_and_overlapping_mode(curate_matcher, curate_tables):
@@ -142,8 +143,8 @@ def test_match_shard(tmp_path, curate_files, curate_names, imagenot_cli):
     assert pd.isna(df.loc[1, "width"]) and df.loc[1, "height"] == 2 and pd.isna(df.loc[1, "similarity"])
     r = json.loads(rep.read_text())
     assert r["rows_read"] == 7
-    assert r["rows_skipped"] == {"text_null": 1, "text_empty": 1, "text_not_string": 0, "url_null": 1,
-                                 "punsafe_above_max": 1}
+    assert r["rows_skipped"] == {"text_null": 1, "text_empty": 1, "text_not_string": 0, "text_too_long": 0,
+                                 "url_null": 1, "punsafe_above_max": 1}
     assert (r["rows_valid"], r["rows_matched"], r["rows_unmatched"]) == (3, 2, 1)
     assert m.read_match_metadata(out)["rows_valid"] == 3
     # the rerun gives the same bytes

@@ -24,11 +24,16 @@ STAGES = {
     "imagenot.corpus.server": ["serve-demo"],
     "imagenot.fetch": ["fetch"],
     "imagenot.curate.cli": ["curate"],
+    "imagenot.curate.subtree": ["table3"],
+    "imagenot.curate.figures": ["curation-figures"],
     "imagenot.download": ["download"],
     "imagenot.dataset": ["split"],
     "imagenot.models": ["models", "reference"],
     "imagenot.train": ["train"],
+    "imagenot.tune": ["tune"],
     "imagenot.evaluate": ["evaluate"],
+    "imagenot.robustness": ["robustness"],
+    "imagenot.transfer": ["transfer-data", "transfer"],
     "imagenot.aggregate": ["aggregate"],
 }
 

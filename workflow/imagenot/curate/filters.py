@@ -79,6 +79,12 @@ CAPTIONS_SCHEMA = pa.schema([
 # inputs
 
 
+def _provenance_metadata(provenance: dict | None) -> dict:
+    from .provenance import metadata
+
+    return metadata(provenance) if provenance is not None else {}
+
+
 def imagenet_wnids() -> list[str]:
     """The 1000 ILSVRC-2012 wnids, from the list timm ships (no download)."""
     # located without importing timm (which imports torch: ~15 s on a busy machine)
@@ -190,7 +196,7 @@ def _step_stats(status: dict[str, int], paths: Sequence[Path]) -> dict[int, int]
 
 
 def candidates(match_paths: Sequence[str | Path], synsets_path: str | Path, params: dict,
-               out_path: str | Path, report_path: str | Path) -> dict:
+               out_path: str | Path, report_path: str | Path, provenance: dict | None = None) -> dict:
     t0 = time.time()
     paths = [Path(p) for p in match_paths]
     if not paths:
@@ -286,7 +292,8 @@ def candidates(match_paths: Sequence[str | Path], synsets_path: str | Path, para
         "removed_at": [removed[w][0] if w in removed else None for w in seen],
         "reason": [removed[w][1] if w in removed else None for w in seen],
     }, schema=CANDIDATES_SCHEMA)
-    table = table.replace_schema_metadata({STEPS_METADATA_KEY: json.dumps(step_rows).encode()})
+    table = table.replace_schema_metadata({STEPS_METADATA_KEY: json.dumps(step_rows).encode(),
+                                           **_provenance_metadata(provenance)})
     with atomic_path(out_path) as tmp:
         pq.write_table(table, tmp)
     report = {
@@ -298,6 +305,8 @@ def candidates(match_paths: Sequence[str | Path], synsets_path: str | Path, para
         "candidates_out": len(alive),
         "seconds": round(time.time() - t0, 3),
     }
+    if provenance is not None:
+        report["provenance"] = provenance
     write_json(report, report_path)
     return report
 
@@ -319,7 +328,7 @@ def read_candidates(path: str | Path) -> tuple[pd.DataFrame, list[dict]]:
 
 
 def captions(match_paths: Sequence[str | Path], candidates_path: str | Path, out_path: str | Path,
-             report_path: str | Path) -> dict:
+             report_path: str | Path, provenance: dict | None = None) -> dict:
     t0 = time.time()
     paths = [Path(p) for p in match_paths]
     if not paths:
@@ -362,7 +371,8 @@ def captions(match_paths: Sequence[str | Path], candidates_path: str | Path, out
             step6 = {"step": 6, "name": STEPS[6], "synsets_in": len(alive),
                      "synsets_removed": len(alive) - len(per_synset), "synsets_out": len(per_synset),
                      "captions_in": prev["captions_out"] if prev else n_in, "captions_out": n_one}
-            writer.add_key_value_metadata({STEPS_METADATA_KEY: json.dumps(steps + [step6])})
+            writer.add_key_value_metadata({STEPS_METADATA_KEY: json.dumps(steps + [step6]),
+                                           **_provenance_metadata(provenance)})
         finally:
             writer.close()
     report = {
@@ -378,6 +388,8 @@ def captions(match_paths: Sequence[str | Path], candidates_path: str | Path, out
         "step": step6,
         "seconds": round(time.time() - t0, 3),
     }
+    if provenance is not None:
+        report["provenance"] = provenance
     write_json(report, report_path)
     log.info("step 6: %d captions -> %d naming exactly one candidate (%d synsets)", n_in, n_one, len(per_synset))
     return report

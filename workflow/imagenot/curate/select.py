@@ -68,7 +68,8 @@ def read_text_similarity(path: str | Path) -> pd.DataFrame:
 
 
 def select(text_sim_path: str | Path, candidates_path: str | Path, params: dict,
-           out_classes: str | Path, out_selection: str | Path, out_table: str | Path) -> dict:
+           out_classes: str | Path, out_selection: str | Path, out_table: str | Path,
+           provenance: dict | None = None, clip_scores: pd.DataFrame | None = None) -> dict:
     t0 = time.time()
     ts = dict(params.get("text_similarity") or {})
     clip = dict(params.get("clip") or {})
@@ -82,17 +83,21 @@ def select(text_sim_path: str | Path, candidates_path: str | Path, params: dict,
     n_classes = int(params["n_classes"])
     images_per_class = int(params["images_per_class"])
     quota = per_class_quota(images_per_class, float(params.get("oversample", 1.25)))
-    if source == "open_clip":
+    if source == "open_clip" and clip_scores is None:
         raise InputError(
             "curation.clip.source=open_clip: ranking classes by CLIP class x image similarity needs "
-            "CLIP image embeddings of the candidate images, which `curate select` does not compute "
-            "(a separate stage has to download the images and embed them with open_clip). Use "
-            "curation.clip.source=laion_similarity to rank by LAION's own CLIP similarity column.")
-    if source != "laion_similarity":
+            "CLIP image embeddings: set curation.clip.image_embeddings to LAION's released embeddings "
+            "(aligned with the metadata parts), which `imagenot curate clip-scores` turns into class x image "
+            "scores, or use curation.clip.source=laion_similarity to rank by LAION's own similarity column.")
+    if source not in ("laion_similarity", "open_clip"):
         raise InputError(f"curation.clip.source: unknown source {source!r} (laion_similarity or open_clip)")
 
     cand, steps = read_candidates(candidates_path)
     df = read_text_similarity(text_sim_path)
+    if source == "open_clip":
+        # the class x image CLIP similarity replaces LAION's caption x image one
+        scores = clip_scores.set_index("key")["clip_sim"]
+        df["similarity"] = df["key"].map(scores).astype("float64")
     alive5 = set(cand.loc[cand["removed_at"].isna(), "wnid"])
     stray = sorted(set(df["wnid"]) - alive5)
     if stray:
@@ -152,12 +157,29 @@ def select(text_sim_path: str | Path, candidates_path: str | Path, params: dict,
     })[CLASS_COLUMNS]
 
     table = filter_table(steps, cand, df, alive5, alive6, alive7, chosen)
-    write_parquet(classes, out_classes)
-    write_parquet(sel, out_selection)
+    write_table(classes, out_classes, provenance)
+    write_table(sel, out_selection, provenance)
     write_csv(table, out_table)
     log.info("selected %d classes, %d images (quota %d per class) in %.1f s",
              len(chosen), len(sel), quota, time.time() - t0)
     return {"classes": len(chosen), "images": len(sel), "quota": quota, "table": table}
+
+
+def write_table(df: pd.DataFrame, path: str | Path, provenance: dict | None) -> None:
+    """A DataFrame as parquet, atomically, with the provenance in the schema metadata."""
+    if provenance is None:
+        write_parquet(df, path)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..io import atomic_path
+    from .provenance import metadata
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata(provenance)})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def filter_table(steps: list[dict], cand: pd.DataFrame, df: pd.DataFrame, alive5: set, alive6: list,

@@ -162,3 +162,17 @@ def build_vocab(synsets: pd.DataFrame, noun_exc: dict[str, list[str]]) -> pd.Dat
 
 def noun_exc_path(reader) -> Path:
     return Path(str(reader.root.path if hasattr(reader.root, "path") else reader.root)) / "noun.exc"
+
+
+def write_with_provenance(df: pd.DataFrame, path: str | Path, prov: dict) -> None:
+    """Write a table atomically with its provenance in the parquet metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..io import atomic_path
+    from .provenance import metadata
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata(prov)})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
