@@ -70,6 +70,14 @@ def training_params():
     return {k: v for k, v in config["training"].items() if k not in ("recipe_defaults", "seeds")}
 
 
+def train_launcher(wildcards, resources):
+    """`imagenot`, or torchrun with one process per GPU when the job gets several (resources.gpu)."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node {gpus} --no-python imagenot"
+    return "imagenot"
+
+
 def run_outputs(stage, filename):
     return expand(
         f"results/{stage}/{{dataset}}/{{model}}/seed{{seed}}/{filename}",

@@ -27,6 +27,7 @@ rule train:
     params:
         recipe=recipe,
         training=as_json(training_params()),
+        launcher=train_launcher,
     log:
         "logs/train/{dataset}/{model}/seed{seed}.log",
     threads: config["training"]["threads"]
@@ -35,7 +36,7 @@ rule train:
     conda:
         "../envs/train.yaml"
     shell:
-        "imagenot train --model {wildcards.model} --recipe {params.recipe:q}"
+        "{params.launcher} train --model {wildcards.model} --recipe {params.recipe:q}"
         " --data-dir {input.data} --seed {wildcards.seed} --params {params.training:q}"
         " --overrides {input.tuned}"
         " --out-dir results/train/{wildcards.dataset}/{wildcards.model}/seed{wildcards.seed} > {log} 2>&1"

@@ -182,3 +182,17 @@ def test_loader_workers_split_shards_and_share_the_skip_count(dataset_dir):
     keys = [k for _, _, batch_keys in data.make_loader(ds, batch_size=8, num_workers=2, seed=3) for k in batch_keys]
     assert len(keys) == 64 and len(set(keys)) == 64  # every sample exactly once across the 2 workers
     assert counter.count == 2  # counted inside the worker processes
+
+
+def test_endless_stream_gives_every_reader_the_same_length(tmp_path):
+    # uneven shards (DDP ranks may get fewer samples): passes repeat, each a full shuffled pass
+    ds_dir = make_dataset_dir(tmp_path / "ds", n_classes=2, per_class={"train": 5}, size=24)
+    shards = data.shard_paths(ds_dir, "train")
+    ds = data.make_dataset(shards, data.eval_transform(16), counter=data.SkipCounter(), shuffle=True, seed=3,
+                           endless=True, limit=23)
+    keys = [k for _, _, k in ds]
+    assert len(keys) == 23
+    assert sorted(keys[:10]) == sorted(set(keys))  # the first pass holds every sample once
+    assert set(keys[10:20]) == set(keys[:10])
+    with pytest.raises(ValueError, match="limit"):
+        data.make_dataset(shards, data.eval_transform(16), counter=data.SkipCounter(), endless=True)

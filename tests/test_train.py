@@ -91,25 +91,41 @@ def test_resume_after_interruption_gives_identical_results(tmp_path):
         assert torch.equal(m1["state_dict"][k], m2["state_dict"][k]), k
 
 
-def test_corrupt_checkpoint_restarts_clean(dataset_dir, tmp_path, caplog):
+def test_bad_checkpoint_falls_back_to_the_previous_good_one(dataset_dir, tmp_path, caplog):
     recipe = dict(SMALL, epochs=2)
-    ref = T.train("mnv3", recipe, dataset_dir, 1, PARAMS, tmp_path / "ref")
-    ckpt = tmp_path / "ref" / "checkpoint.pt"
+    out = tmp_path / "ref"
+    ref = T.train("mnv3", recipe, dataset_dir, 1, PARAMS, out)
+    ckpt, prev = out / "checkpoint.pt", out / "checkpoint.prev.pt"
+    assert torch.load(prev, weights_only=True)["epoch"] == 1  # the last two are kept
+    ref_hist = pd.read_csv(out / "history.csv")
     blob = ckpt.read_bytes()
     ckpt.write_bytes(blob[: len(blob) // 2])  # truncated, as after a full disk
     with caplog.at_level(logging.WARNING, logger="imagenot.train"):
-        again = T.train("mnv3", recipe, dataset_dir, 1, PARAMS, tmp_path / "ref")
+        again = T.train("mnv3", recipe, dataset_dir, 1, PARAMS, out)
     assert "unreadable checkpoint" in caplog.text
-    assert again["resumed_from_epoch"] == 0
+    assert again["resumed_from_epoch"] == 1  # epoch 2 redone from the previous checkpoint
     assert again["best_val_acc"] == ref["best_val_acc"] and again["epochs_run"] == 2
+    timing = ["seconds", "images_per_s"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "history.csv").drop(columns=timing), ref_hist.drop(columns=timing))
+    # a missing newest checkpoint: the previous one again
+    ckpt.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="imagenot.train"):
+        assert T.train("mnv3", recipe, dataset_dir, 1, PARAMS, out)["resumed_from_epoch"] == 1
+    assert "missing" in caplog.text
+    # both damaged: from scratch, same result
+    for p in (ckpt, prev):
+        p.write_bytes(b"not a checkpoint")
+    scratch = T.train("mnv3", recipe, dataset_dir, 1, PARAMS, out)
+    assert scratch["resumed_from_epoch"] == 0 and scratch["best_val_acc"] == ref["best_val_acc"]
     # a finished checkpoint makes a rerun only rewrite the outputs
-    (tmp_path / "ref" / "model.pt").unlink()
-    third = T.train("mnv3", recipe, dataset_dir, 1, PARAMS, tmp_path / "ref")
-    assert third["resumed_from_epoch"] == 2 and (tmp_path / "ref" / "model.pt").exists()
+    (out / "model.pt").unlink()
+    third = T.train("mnv3", recipe, dataset_dir, 1, PARAMS, out)
+    assert third["resumed_from_epoch"] == 2 and (out / "model.pt").exists()
     # a checkpoint of another recipe is not reused
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="imagenot.train"):
-        T.train("mnv3", dict(recipe, epochs=1), dataset_dir, 1, PARAMS, tmp_path / "ref")
+        T.train("mnv3", dict(recipe, epochs=1), dataset_dir, 1, PARAMS, out)
     assert "different run" in caplog.text
 
 
@@ -119,6 +135,17 @@ def test_early_stopping(dataset_dir, tmp_path):
     assert summary["stopped_early"] is True
     assert summary["epochs_run"] == summary["best_epoch"] + 1 < 8
     assert len(pd.read_csv(tmp_path / "history.csv")) == summary["epochs_run"]
+
+
+def test_max_epochs_runs_past_the_schedule_until_early_stopping(dataset_dir, tmp_path):
+    # the paper: each schedule spans its recipe's epochs, training stops early or at 1000 epochs
+    recipe = dict(SMALL, epochs=1, lr_scheduler="step", lr_step_size=1, lr_gamma=0.5)
+    summary = T.train("mnv3", recipe, dataset_dir, 0, dict(PARAMS, max_epochs=2), tmp_path)
+    hist = pd.read_csv(tmp_path / "history.csv")
+    assert summary["epochs_run"] == 2 and hist["epoch"].tolist() == [1, 2]
+    assert hist["lr"].iloc[1] < hist["lr"].iloc[0]  # the step schedule goes on decaying
+    with pytest.raises(InputError, match="max_epochs"):
+        T.resolve_params(dict(PARAMS, max_epochs=0))
 
 
 def test_divergence_stops_and_keeps_the_best_epoch(dataset_dir, tmp_path, caplog):

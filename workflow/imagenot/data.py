@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing
+import random
 import tarfile
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # eval: resize the short side to image_size * 1.14 (224 -> 256 as in torchvision) then crop
 EVAL_RESIZE_RATIO = 1.14
 TRAIN_SCALE = (0.35, 1.0)
+ENDLESS_CYCLES = 1000
 
 
 class CorruptSample(Exception):
@@ -161,10 +163,30 @@ def _decoder(transform: Callable, num_classes: int | None) -> Callable:
 
 
 def _repeat(src, reps: int):
-    # repeated augmentation (torchvision's RASampler): each sample reps times in a row,
-    # each copy transformed independently downstream
+    # repeated augmentation (torchvision's RASampler / timm's RepeatAugSampler): each sample
+    # reps times in a row, each copy transformed independently downstream. Those samplers
+    # index a map-style dataset and deal the copies out to consecutive ranks; a WebDataset
+    # is a stream read shard by shard on each rank, so the copies stay on the rank that read
+    # the sample (identical to RASampler on one process). The epoch length is capped to one
+    # pass of the data, as the samplers do, by make_dataset's ``limit``.
     for sample in src:
         for _ in range(reps):
+            yield sample
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, or (0, 1) outside a process group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _split_samples(src):
+    # every rank reads all shards but keeps every world-th sample (before decoding): exact,
+    # balanced and disjoint whatever the number of shards (validation, tiny datasets)
+    rank, world = dist_info()
+    for i, sample in enumerate(src):
+        if i % world == rank:
             yield sample
 
 
@@ -179,6 +201,8 @@ def make_dataset(
     shuffle_buffer: int = 2000,
     repeats: int = 1,
     limit: int | None = None,
+    split: str = "shards",
+    endless: bool = False,
 ) -> wds.WebDataset:
     """A webdataset stream of ``(image_tensor, label, key)``.
 
@@ -186,24 +210,63 @@ def make_dataset(
     ``seed`` (pass a value derived from (run seed, epoch) for a new order each epoch).
     ``repeats`` > 1 gives repeated augmentation; ``limit`` caps the samples per pass (per
     worker), which keeps an epoch with repeats the length of one pass over the data.
+
+    Under torch.distributed, ``split="shards"`` gives each rank a disjoint set of shards
+    (``wds.split_by_node`` after a shard shuffle seeded identically on every rank, so the
+    sets change from epoch to epoch); ``split="samples"`` keeps every world-th sample
+    instead. ``endless`` cycles the shard list, so that with ``limit`` every rank yields the
+    same number of samples (DDP needs equal step counts) even when shards are uneven.
     """
+    if split not in ("shards", "samples"):
+        raise ValueError(f"split must be 'shards' or 'samples', got {split!r}")
+    shards = list(shards)
+    if shuffle:
+        random.Random(seed).shuffle(shards)  # same order on every rank: node split stays disjoint
     ds = wds.WebDataset(
         shards,
         handler=counter,
-        shardshuffle=len(shards) if shuffle else False,
-        nodesplitter=wds.split_by_node,
+        shardshuffle=False,
+        nodesplitter=wds.split_by_node if split == "shards" else None,
         workersplitter=wds.split_by_worker,
         empty_check=False,
         seed=seed,
     )
+    if split == "samples":
+        ds = ds.compose(_split_samples)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, initial=shuffle_buffer, seed=seed + 1)
     if repeats > 1:
         ds = ds.compose(lambda src: _repeat(src, repeats))
     ds = ds.map(_decoder(transform, num_classes), handler=counter)
+    if endless:
+        if limit is None:
+            raise ValueError("endless=True needs a limit")
+        return Cycled(ds, limit)
     if limit is not None:
         ds = ds.slice(limit)
     return ds
+
+
+class Cycled(torch.utils.data.IterableDataset):
+    """Passes over ``dataset`` (each a whole pass: its own shuffle buffer) until ``limit``
+    samples; an empty pass ends it. Under DDP this gives every rank the same epoch length
+    when the shards are uneven (webdataset 0.2's WebDataset ignores its repeat=)."""
+
+    def __init__(self, dataset, limit: int):
+        self.dataset, self.limit = dataset, int(limit)
+
+    def __iter__(self):
+        n = 0
+        for _ in range(ENDLESS_CYCLES):
+            got = False
+            for sample in self.dataset:
+                got = True
+                yield sample
+                n += 1
+                if n >= self.limit:
+                    return
+            if not got:
+                return
 
 
 def make_loader(

@@ -9,10 +9,23 @@ torchvision); gradient clipping; the Inception auxiliary loss; and early stoppin
 validation top-1 with ``epochs`` as the maximum.
 
 ``checkpoint.pt`` is written atomically after every epoch with everything needed to resume
-(model, optimizer, scheduler, EMA, best weights, history, RNG states). A rerun resumes from
-it; a checkpoint that cannot be read is reported and training restarts from scratch. Every
-epoch re-seeds all RNGs and the data order from (seed, epoch), so on CPU a resumed run ends
-with exactly the same weights and metrics as an uninterrupted one.
+(model, optimizer, scheduler, EMA, best weights, history, RNG states); the one before it is
+kept as ``checkpoint.prev.pt``. A rerun resumes from the newest checkpoint that loads; a
+missing, truncated or foreign one is reported and the previous good one is used (from
+scratch if none). Every epoch re-seeds all RNGs and the data order from (seed, epoch), so on
+CPU a resumed run ends with exactly the same weights and metrics as an uninterrupted one.
+
+SIGTERM / SIGUSR1 (SLURM preemption or the approaching time limit) make the loop stop after
+the current step, write a mid-epoch checkpoint (with the position in the epoch's data
+stream and the RNG states) and exit with 128 + the signal number, so the scheduler
+requeues or Snakemake retries the job; the rerun continues from that step.
+
+Run under ``torchrun --nproc_per_node N`` the same entry point trains with
+DistributedDataParallel (NCCL on GPUs, gloo on CPU): each rank reads a disjoint set of
+training shards (``wds.split_by_node``; every world-th sample when there are fewer shards
+than readers) for the same number of steps, validation is split by sample and the counts
+are all-reduced, and only rank 0 writes checkpoints and outputs. On CUDA the model runs in
+channels_last under bf16 autocast (``amp``); ``compile: true`` adds torch.compile.
 
 Outputs: ``model.pt`` (best-validation weights + recipe + arch + num_classes),
 ``history.csv`` (epoch, lr, train_loss, train_acc, val_acc, seconds, images_per_s) and
@@ -28,7 +41,9 @@ import copy
 import json
 import logging
 import math
+import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Callable
@@ -57,9 +72,11 @@ TRAINING_FIELDS = (
     "label_smoothing", "mixup_alpha", "cutmix_alpha", "ra_reps", "ema_decay", "ema_steps",
     "clip_grad_norm", "aux_loss_weight",
 )
-PARAM_DEFAULTS = {"device": "auto", "num_workers": 0, "threads": 1, "patience": 10, "amp": True}
+PARAM_DEFAULTS = {"device": "auto", "num_workers": 0, "threads": 1, "patience": 10, "amp": True,
+                  "compile": False, "max_epochs": None}
 PARAM_IGNORED = ("seeds", "recipe_defaults")  # parts of the config section train does not use
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_acc", "seconds", "images_per_s"]
+PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
 # torchvision's RMSprop settings for MobileNetV3 (references/classification/train.py)
 RMSPROP_EPS, RMSPROP_ALPHA = 0.0316, 0.9
 
@@ -115,6 +132,8 @@ def resolve_params(params: dict, source: str = "--params", defaults: dict | None
     out = {k: params.get(k, v) for k, v in defaults.items()}
     if "device" in out and out["device"] not in ("auto", "cpu", "cuda") and not str(out["device"]).startswith("cuda:"):
         raise InputError(f"{source}: field 'device' must be auto, cpu or cuda (got {out['device']!r})")
+    if out.get("max_epochs") is not None and (not isinstance(out["max_epochs"], int) or out["max_epochs"] < 1):
+        raise InputError(f"{source}: field 'max_epochs' must be a positive integer or null (got {out['max_epochs']!r})")
     for key in ("num_workers", "threads", "patience", "batch_size"):
         if key in out and (not isinstance(out[key], int) or out[key] < (0 if key == "num_workers" else 1)):
             raise InputError(f"{source}: field '{key}' must be a {'non-negative' if key == 'num_workers' else 'positive'} integer (got {out[key]!r})")
@@ -123,10 +142,100 @@ def resolve_params(params: dict, source: str = "--params", defaults: dict | None
 
 def select_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--params: field 'device' is {name!r} but no CUDA device is available")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per local rank
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return torch.device(name)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+class Dist:
+    """The process group of a torchrun launch (WORLD_SIZE > 1), or a single process."""
+
+    def __init__(self, device: torch.device):
+        import torch.distributed as tdist
+
+        self.tdist = tdist
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.owned = False
+        if self.world > 1 and not tdist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.owned = True
+        self.rank = tdist.get_rank() if self.world > 1 else 0
+        self.device = device  # NCCL reduces CUDA tensors only
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        self.tdist.all_reduce(t)
+        return t.tolist()
+
+    def any(self, flag: bool) -> bool:
+        return bool(self.sum([float(flag)])[0] > 0) if self.world > 1 else bool(flag)
+
+    def gather(self, obj) -> list:
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        self.tdist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.tdist.barrier()
+
+    def close(self) -> None:
+        if self.owned:
+            self.tdist.destroy_process_group()
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM / SIGUSR1 after writing a checkpoint."""
+
+    def __init__(self, signum: int, epoch: int, step: int):
+        super().__init__(f"stopped by signal {signal.Signals(signum).name} in epoch {epoch + 1} after step {step}; "
+                         "checkpoint written, rerun to resume")
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class StopFlag:
+    """Records SIGTERM / SIGUSR1 while installed (main thread only) instead of dying."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is None:
+            log.warning("received %s: stopping after this step to write a checkpoint", signal.Signals(signum).name)
+        self.signum = signum
+
+    def __enter__(self):
+        for name in PREEMPT_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                try:
+                    self._old[sig] = signal.signal(sig, self._handler)
+                except ValueError:  # not the main thread: leave signals alone
+                    pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
 
 
 def autocast(device: torch.device, amp: bool):
@@ -200,13 +309,14 @@ def _fused(cls, params, **kwargs) -> torch.optim.Optimizer:
         return cls(params, **kwargs)
 
 
-def build_ema(model: nn.Module, recipe: dict, device: torch.device):
-    """timm ModelEmaV3 with torchvision's decay adjustment for ema_steps and batch size."""
+def build_ema(model: nn.Module, recipe: dict, device: torch.device, world_size: int = 1):
+    """timm ModelEmaV3 with torchvision's decay adjustment for ema_steps and the global batch
+    (batch_size is per process, as torchvision's --batch-size is per GPU)."""
     if recipe["ema_decay"] is None:
         return None
     from timm.utils import ModelEmaV3
 
-    adjust = recipe["batch_size"] * recipe["ema_steps"] / recipe["epochs"]
+    adjust = world_size * recipe["batch_size"] * recipe["ema_steps"] / recipe["epochs"]
     alpha = min(1.0, (1.0 - recipe["ema_decay"]) * adjust)
     return ModelEmaV3(model, decay=1.0 - alpha, device=device)
 
@@ -292,18 +402,50 @@ def predict(model: nn.Module, loader, device: torch.device, amp: bool):
     return torch.cat(logits), torch.cat(labels), keys
 
 
-def accuracy(model: nn.Module, loader, device: torch.device, amp: bool) -> float:
+def accuracy(model: nn.Module, loader, device: torch.device, amp: bool, dist: "Dist | None" = None) -> float:
+    """Top-1 on ``loader``; under DDP each rank scores its share and the counts are summed."""
     logits, labels, _ = predict(model, loader, device, amp)
-    if len(labels) == 0:
+    correct = float((logits.argmax(1) == labels).sum().item()) if len(labels) else 0.0
+    correct, total = dist.sum([correct, float(len(labels))]) if dist is not None else (correct, len(labels))
+    if total == 0:
         raise InputError("validation split: no readable samples")
-    return (logits.argmax(1) == labels).float().mean().item()
+    return correct / total
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, criterion, mixup, ema, recipe, device, amp, state) -> dict:
-    """One pass over the training stream; returns loss / accuracy / image counts."""
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside torch.compile / DistributedDataParallel wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, criterion, mixup, ema, recipe, device, amp, state,
+                    dist: "Dist | None" = None, resume: dict | None = None, stop: "StopFlag | None" = None,
+                    keys: set | None = None) -> dict:
+    """One pass over the training stream; returns loss / accuracy / image counts.
+
+    ``resume`` (from a mid-epoch checkpoint) skips the batches already trained in this epoch
+    and restores the RNG states saved at that point; ``stop`` ends the epoch early after the
+    step during which a signal arrived (``interrupted`` then holds the step count and the RNG
+    states); ``keys`` collects the sample keys seen (the DDP disjointness record).
+    Counts are this rank's; the caller sums them over ranks.
+    """
     model.train()
+    world = dist.world if dist is not None else 1
     total_loss, correct, seen, diverged = 0.0, 0, 0, False
-    for images, target, _ in loader:
+    skip = 0
+    if resume is not None:
+        skip = resume["step"]
+        if dist is None or dist.main:  # the saved sums are over all ranks: count them once
+            total_loss, correct, seen = resume["loss"], resume["correct"], resume["seen"]
+    step, interrupted = 0, None
+    for images, target, batch_keys in loader:
+        step += 1
+        if step <= skip:
+            if step == skip and (dist is None or dist.main):
+                set_rng_state(resume["rng"])  # as at the signal: the next batch decodes identically
+            continue
+        if keys is not None:
+            keys.update(batch_keys)
         if mixup is not None and len(target) % 2:
             # timm's Mixup needs an even batch: drop one sample of an odd final batch
             images, target = images[:-1], target[:-1]
@@ -316,7 +458,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, mixup, ema, 
         with autocast(device, amp):
             output = model(images)
             loss, logits = compute_loss(output, target, criterion, recipe["aux_loss_weight"])
-        if not torch.isfinite(loss):
+        bad = not torch.isfinite(loss).item()
+        if world > 1:
+            bad = dist.any(bad)  # every rank stops at the same step
+        if bad:
             # the run has diverged: stop here (weights untouched by this batch); the caller
             # ends training and keeps the best epoch so far, as for early stopping
             log.error("training loss is %s at step %d (epoch %d): diverged, stopping; lower the lr",
@@ -331,32 +476,76 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, mixup, ema, 
         scheduler.step()
         state["global_step"] += 1
         if ema is not None and state["global_step"] % recipe["ema_steps"] == 0:
-            ema.update(model, step=state["global_step"])
+            ema.update(unwrap(model), step=state["global_step"])
             if state["epoch"] < recipe["lr_warmup_epochs"]:
                 # torchvision resets the average during warmup
-                ema.module.load_state_dict(model.state_dict())
+                ema.module.load_state_dict(unwrap(model).state_dict())
         n = len(hard)
         total_loss += loss.item() * n
         correct += (logits.argmax(1) == hard).sum().item()
         seen += n
-    if seen == 0 and not diverged:
+        if stop is not None:
+            signalled = stop.signum is not None
+            if world > 1:
+                signalled = dist.any(signalled)
+            if signalled:
+                interrupted = {"step": step, "loss": total_loss, "correct": correct, "seen": seen,
+                               "signum": stop.signum or int(signal.SIGTERM), "rng": rng_state()}
+                break
+    total_loss, correct, seen = dist.sum([total_loss, correct, seen]) if world > 1 else (total_loss, correct, seen)
+    if interrupted is not None:
+        interrupted.update(loss=total_loss, correct=correct, seen=seen)
+    if seen == 0 and not diverged and interrupted is None:
         raise InputError("training split: no readable samples")
     return {"train_loss": total_loss / seen if seen else math.nan, "train_acc": correct / seen if seen else math.nan,
-            "images": seen, "diverged": diverged}
+            "images": int(seen), "diverged": diverged, "interrupted": interrupted}
 
 
 # --------------------------------------------------------------------------- checkpoints
 
 
+def previous_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
 def save_checkpoint(obj: dict, path: Path) -> None:
+    """Write ``path`` atomically (flushed to disk), keeping the one before as ``*.prev.pt``."""
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.replace(path, previous_path(path))
+
+
+def load_latest_checkpoint(path: Path, identity: dict, main: bool = True) -> tuple[dict | None, Path | None]:
+    """The newest good checkpoint of this run: ``path``, else ``*.prev.pt``, else none.
+
+    An unreadable newest checkpoint is moved aside to ``*.pt.bad`` (by the main rank) so that
+    the next save does not rotate it over the good previous one.
+    """
+    for candidate in (path, previous_path(path)):
+        if not candidate.exists():
+            if candidate == path and previous_path(path).exists():
+                log.warning("%s: missing; trying the previous checkpoint", path)
+            continue
+        ckpt, readable = _read_checkpoint(candidate, identity)
+        if ckpt is not None:
+            return ckpt, candidate
+        if not readable and candidate == path and main:
+            os.replace(path, path.with_name(path.name + ".bad"))
+    return None, None
 
 
 def load_checkpoint(path: Path, identity: dict) -> dict | None:
     """The checkpoint at ``path`` if it loads and belongs to this run, else None (warned)."""
+    return _read_checkpoint(path, identity)[0]
+
+
+def _read_checkpoint(path: Path, identity: dict) -> tuple[dict | None, bool]:
     if not path.exists():
-        return None
+        return None, False
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -365,12 +554,13 @@ def load_checkpoint(path: Path, identity: dict) -> dict | None:
             if key not in ckpt:
                 raise ValueError(f"missing entry '{key}'")
     except Exception as e:  # truncated zip, pickle errors, wrong content
-        log.warning("%s: unreadable checkpoint (%s: %s); restarting training from scratch", path, type(e).__name__, e)
-        return None
+        log.warning("%s: unreadable checkpoint (%s: %s); falling back to the previous one or to scratch",
+                    path, type(e).__name__, e)
+        return None, False
     if ckpt.get("identity") != identity:
-        log.warning("%s: checkpoint is for a different run (model/recipe/seed/classes changed); restarting from scratch", path)
-        return None
-    return ckpt
+        log.warning("%s: checkpoint is for a different run (model/recipe/seed/classes changed); not used", path)
+        return None, True
+    return ckpt, True
 
 
 # --------------------------------------------------------------------------- driver
@@ -385,16 +575,30 @@ def train(
     out_dir: str | Path,
     on_epoch_end: Callable[[int], None] | None = None,
 ) -> dict:
-    """Train and write checkpoint.pt, model.pt, history.csv and train.json; return train.json."""
+    """Train and write checkpoint.pt, model.pt, history.csv and train.json; return train.json.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; rank 0 writes the files.
+    Raises Preempted after writing a checkpoint when SIGTERM / SIGUSR1 arrives.
+    """
     recipe = validate_recipe(recipe, model_name)
     params = resolve_params(params)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(params["threads"])
     device = select_device(params["device"])
+    dist = Dist(device)
+    try:
+        with StopFlag() as stop:
+            return _train(model_name, recipe, data_dir, seed, params, out_dir, on_epoch_end, device, dist, stop)
+    finally:
+        dist.close()
+
+
+def _train(model_name, recipe, data_dir, seed, params, out_dir, on_epoch_end, device, dist, stop) -> dict:
     amp = bool(params["amp"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    max_epochs = params["max_epochs"] or recipe["epochs"]  # the paper: early stopping, at most 1000 epochs
 
     classes = data.read_classes(data_dir)
     num_classes = len(classes)
@@ -403,7 +607,14 @@ def train(
     n_train = data.count_samples(train_shards)
     if n_train == 0:
         raise InputError(f"{Path(data_dir) / 'train'}: no samples in the shards")
-    steps_per_epoch = max(1, math.ceil(n_train / recipe["batch_size"]))
+    workers = max(1, params["num_workers"])
+    per_rank = math.ceil(n_train / dist.world)
+    steps_per_epoch = max(1, math.ceil(per_rank / recipe["batch_size"]))
+    # DDP: disjoint shards per rank while there are enough for every reader, else by sample
+    train_split = "shards" if len(train_shards) >= dist.world * workers else "samples"
+    if dist.world > 1 and train_split == "samples":
+        log.warning("%d training shards for %d ranks x %d workers: splitting by sample (every rank reads every shard)",
+                    len(train_shards), dist.world, workers)
     identity = {
         "model": model_name,
         "recipe": recipe,
@@ -421,15 +632,15 @@ def train(
     optimizer = build_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(recipe, step, steps_per_epoch))
-    ema = build_ema(model, recipe, device)
+    ema = build_ema(model, recipe, device, dist.world)
     mixup = build_mixup(recipe, num_classes)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixup is not None else recipe["label_smoothing"])
 
     ckpt_path = out_dir / "checkpoint.pt"
     state = {"epoch": 0, "global_step": 0, "history": [], "epochs_since_best": 0, "stopped_early": False,
-             "seconds": 0.0, "corrupt_train": 0, "corrupt_val": 0, "diverged": False,
-             "best": {"val_acc": -1.0, "epoch": 0, "source": "model", "state_dict": None}}
-    ckpt = load_checkpoint(ckpt_path, identity)
+             "seconds": 0.0, "corrupt_train": 0, "corrupt_val": 0, "diverged": False, "partial": None,
+             "ddp": None, "best": {"val_acc": -1.0, "epoch": 0, "source": "model", "state_dict": None}}
+    ckpt, ckpt_from = load_latest_checkpoint(ckpt_path, identity, main=dist.main)
     resumed_from = 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -439,48 +650,91 @@ def train(
             ema.module.load_state_dict(ckpt["ema"])
         set_rng_state(ckpt["rng"])
         for key in state:
-            state[key] = ckpt[key]
+            if key in ckpt:
+                state[key] = ckpt[key]
         if isinstance(state["best"]["state_dict"], str):  # "model": same as the saved weights
             state["best"] = dict(state["best"], state_dict=ckpt["model"])
         resumed_from = state["epoch"]
-        log.info("%s: resuming after epoch %d", ckpt_path, resumed_from)
+        where = f" step {state['partial']['step']} of epoch {state['epoch'] + 1}" if state["partial"] else ""
+        log.info("%s: resuming after epoch %d%s", ckpt_from, resumed_from, where)
+
+    train_model = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if params["compile"]:
+        train_model = torch.compile(train_model)
 
     counter_val = data.SkipCounter()
-    val_ds = data.make_dataset(val_shards, data.eval_transform(recipe["image_size"]),
-                               counter=counter_val, num_classes=num_classes)
+    val_ds = data.make_dataset(val_shards, data.eval_transform(recipe["image_size"]), counter=counter_val,
+                               num_classes=num_classes, split="samples")
     val_loader = data.make_loader(val_ds, recipe["batch_size"], params["num_workers"], seed=seed,
                                   pin_memory=device.type == "cuda")
     reps = recipe["ra_reps"]
-    limit = math.ceil(n_train / max(1, params["num_workers"])) if reps > 1 else None
+    # one epoch = one pass of the data (RASampler's length); under DDP every rank reads an
+    # endless stream cut at its share, so all ranks take the same number of steps
+    endless = dist.world > 1
+    limit = math.ceil(per_rank / workers) if (reps > 1 or endless) else None
 
-    while state["epoch"] < recipe["epochs"] and not state["stopped_early"]:
+    def checkpoint(partial: dict | None) -> None:
+        if not dist.main:
+            return
+        model_state = cpu_state_dict(model)
+        best = state["best"]
+        if best["epoch"] == state["epoch"] and best["source"] == "model" and partial is None:
+            best = dict(best, state_dict="model")  # the current weights: do not store them twice
+        save_checkpoint({
+            "format": CHECKPOINT_FORMAT, "identity": identity,
+            "model": model_state, "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema": cpu_state_dict(ema.module) if ema is not None else None,
+            "rng": rng_state(), **state, "best": best, "partial": partial,
+        }, ckpt_path)
+
+    while state["epoch"] < max_epochs and not state["stopped_early"]:
         epoch = state["epoch"]
+        partial, state["partial"] = state["partial"], None
         t0 = time.perf_counter()
         eseed = epoch_seed(seed, epoch)
-        seed_everything(eseed)
+        seed_everything(eseed + 1_000_003 * dist.rank)  # augmentations differ between ranks
         counter_train = data.SkipCounter()
         train_ds = data.make_dataset(train_shards, data.train_transform(recipe["image_size"]),
                                      counter=counter_train, num_classes=num_classes, shuffle=True,
-                                     seed=eseed, repeats=reps, limit=limit)
-        train_loader = data.make_loader(train_ds, recipe["batch_size"], params["num_workers"], seed=eseed,
-                                        pin_memory=device.type == "cuda")
-        stats = train_one_epoch(model, train_loader, optimizer, scheduler, criterion, mixup, ema,
-                                recipe, device, amp, state)
+                                     seed=eseed, repeats=reps, limit=limit, split=train_split, endless=endless)
+        train_loader = data.make_loader(train_ds, recipe["batch_size"], params["num_workers"],
+                                        seed=eseed + 1_000_003 * dist.rank, pin_memory=device.type == "cuda")
+        keys = set() if dist.world > 1 and state["ddp"] is None else None
+        stats = train_one_epoch(train_model, train_loader, optimizer, scheduler, criterion, mixup, ema,
+                                recipe, device, amp, state, dist=dist, resume=partial, stop=stop, keys=keys)
+        if keys is not None:  # record once how the ranks shared the data
+            key_sets = dist.gather(sorted(keys))
+            union = set().union(*map(set, key_sets))
+            state["ddp"] = {"world_size": dist.world, "train_split": train_split,
+                            "samples_per_rank": [len(k) for k in key_sets],
+                            "overlapping_samples": sum(len(k) for k in key_sets) - len(union)}
+        if stats["interrupted"] is not None:
+            info = stats["interrupted"]
+            state["seconds"] += time.perf_counter() - t0
+            info["seconds"] = time.perf_counter() - t0 + (partial or {}).get("seconds", 0.0)
+            checkpoint(info)
+            raise Preempted(info["signum"], epoch, info["step"])
         t_train = time.perf_counter() - t0
         lr = optimizer.param_groups[0]["lr"]
 
         before = counter_val.count
-        val_acc, source = accuracy(model, val_loader, device, amp), "model"
+        val_acc, source = accuracy(model, val_loader, device, amp, dist), "model"
         if ema is not None:
-            ema_acc = accuracy(ema.module, val_loader, device, amp)
+            ema_acc = accuracy(ema.module, val_loader, device, amp, dist)
             log.info("epoch %d: val_acc model %.4f, EMA %.4f", epoch + 1, val_acc, ema_acc)
             if ema_acc > val_acc:
                 val_acc, source = ema_acc, "ema"
-        state["corrupt_val"] = max(state["corrupt_val"], counter_val.count - before)
-        state["corrupt_train"] = max(state["corrupt_train"], counter_train.count)
+        corrupt_val, corrupt_train = dist.sum([counter_val.count - before, counter_train.count])
+        state["corrupt_val"] = max(state["corrupt_val"], int(corrupt_val))
+        state["corrupt_train"] = max(state["corrupt_train"], int(corrupt_train))
 
-        seconds = time.perf_counter() - t0
-        state["seconds"] += seconds
+        seconds = time.perf_counter() - t0 + (partial or {}).get("seconds", 0.0)
+        state["seconds"] += time.perf_counter() - t0
         state["epoch"] = epoch + 1
         state["history"].append({
             "epoch": epoch + 1, "lr": lr, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
@@ -500,38 +754,20 @@ def train(
         else:
             state["epochs_since_best"] += 1
             if state["epochs_since_best"] >= params["patience"]:
-                state["stopped_early"] = state["stopped_early"] or state["epoch"] < recipe["epochs"]
+                state["stopped_early"] = state["stopped_early"] or state["epoch"] < max_epochs
                 if state["stopped_early"]:
                     log.info("early stop after epoch %d: no val improvement in %d epochs", epoch + 1, params["patience"])
         log.info("%s seed %d epoch %d/%d: lr %.3g loss %.4f train_acc %.4f val_acc %.4f (%.1f s, %.1f img/s)",
-                 model_name, seed, epoch + 1, recipe["epochs"], lr, stats["train_loss"], stats["train_acc"],
+                 model_name, seed, epoch + 1, max_epochs, lr, stats["train_loss"], stats["train_acc"],
                  val_acc, seconds, stats["images"] / t_train if stats["images"] else 0.0)
 
-        model_state = cpu_state_dict(model)
-        best = state["best"]
-        if best["epoch"] == state["epoch"] and best["source"] == "model":
-            best = dict(best, state_dict="model")  # the current weights: do not store them twice
-        save_checkpoint({
-            "format": CHECKPOINT_FORMAT, "identity": identity,
-            "model": model_state, "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "ema": cpu_state_dict(ema.module) if ema is not None else None,
-            "rng": rng_state(), **state, "best": best,
-        }, ckpt_path)
+        checkpoint(None)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
 
     best = state["best"]
     if best["state_dict"] is None:
         raise FloatingPointError(f"{model_name}: training diverged in the first epoch; no weights to save (lower the lr)")
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({
-            "format": MODEL_FORMAT, "model": model_name, "arch": recipe["arch"],
-            "num_classes": num_classes, "recipe": recipe, "seed": int(seed),
-            "wnids": classes["wnid"].tolist(), "epoch": best["epoch"], "val_acc": best["val_acc"],
-            "weights": best["source"], "state_dict": best["state_dict"],
-        }, tmp)
-    write_csv(pd.DataFrame(state["history"], columns=HISTORY_COLUMNS), out_dir / "history.csv")
     summary = {
         "model": model_name, "arch": recipe["arch"], "seed": int(seed), "device": str(device),
         "num_classes": num_classes, "n_train": n_train,
@@ -540,8 +776,21 @@ def train(
         "diverged": bool(state["diverged"]),
         "seconds": state["seconds"], "resumed_from_epoch": resumed_from,
         "corrupt_samples_skipped": int(state["corrupt_train"] + state["corrupt_val"]),
+        "world_size": dist.world,
     }
-    write_json(summary, out_dir / "train.json")
+    if state["ddp"] is not None:
+        summary["ddp"] = state["ddp"]
+    if dist.main:
+        with atomic_path(out_dir / "model.pt") as tmp:
+            torch.save({
+                "format": MODEL_FORMAT, "model": model_name, "arch": recipe["arch"],
+                "num_classes": num_classes, "recipe": recipe, "seed": int(seed),
+                "wnids": classes["wnid"].tolist(), "epoch": best["epoch"], "val_acc": best["val_acc"],
+                "weights": best["source"], "state_dict": best["state_dict"],
+            }, tmp)
+        write_csv(pd.DataFrame(state["history"], columns=HISTORY_COLUMNS), out_dir / "history.csv")
+        write_json(summary, out_dir / "train.json")
+    dist.barrier()
     return summary
 
 
@@ -553,7 +802,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         for path in args.overrides:
             recipe.update(load_overrides(path))
-    train(args.model, recipe, args.data_dir, args.seed, params, args.out_dir)
+    try:
+        train(args.model, recipe, args.data_dir, args.seed, params, args.out_dir)
+    except Preempted as e:
+        log.warning("%s", e)
+        return e.exit_code  # non-zero: SLURM requeues / Snakemake retries, the rerun resumes
     return 0
 
 
@@ -563,7 +816,8 @@ def add_commands(sub) -> None:
     p.add_argument("--recipe", required=True, help="JSON recipe: models.NAME merged over training.recipe_defaults")
     p.add_argument("--data-dir", required=True, help="dataset directory with classes.csv and train/ val/ test/ shards")
     p.add_argument("--seed", required=True, type=int)
-    p.add_argument("--params", required=True, help="JSON: the config's training section (device, num_workers, threads, patience, amp)")
+    p.add_argument("--params", required=True,
+                   help="JSON: the config's training section (device, num_workers, threads, patience, amp, compile, max_epochs)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--overrides", nargs="*", default=[], metavar="FILE",
                    help="best.json files of imagenot tune best: their 'overrides' replace recipe fields")

@@ -378,6 +378,8 @@ def run_trial(protocol_path, model: str, dataset: str, rung: int, slot: int, dat
             log.warning("%s: no checkpoint of trial %d from rung %d; training it from scratch", src, trial, rung - 1)
 
     seed = int(protocol["tuning"]["trial_seed"])
+    # a trial ends at the tuning horizon (its recipe's epochs), not at training.max_epochs
+    params = dict(params, max_epochs=None)
 
     def stop_at_budget(epoch: int) -> None:
         # after the epoch's checkpoint is saved; the last rung (budget = horizon) runs to the end
