@@ -99,3 +99,12 @@ def test_reference_command_writes_table(tmp_path, capsys):
     args = parser.parse_args(["models"])
     assert args.func(args) == 0
     assert "resnet152" in capsys.readouterr().out.split()
+
+
+def test_bn_momentum_overrides_every_batchnorm_and_default_keeps_the_architectures():
+    def momenta(m):
+        return {x.momentum for x in m.modules() if isinstance(x, torch.nn.modules.batchnorm._BatchNorm)}
+
+    assert momenta(models.build_model("mobilenet_v3_small", 4, 32)) == {0.01}
+    assert momenta(models.build_model("mobilenet_v3_small", 4, 32, bn_momentum=0.1)) == {0.1}
+    assert momenta(models.build_model("resnet18", 4, 32, bn_momentum=0.2)) == {0.2}

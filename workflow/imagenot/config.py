@@ -128,6 +128,7 @@ RECIPE_FALLBACKS = {
     "ema_steps": 32,
     "clip_grad_norm": None,
     "aux_loss_weight": 0.0,
+    "bn_momentum": None,
 }
 
 

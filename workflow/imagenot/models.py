@@ -61,6 +61,7 @@ def build_model(
     num_classes: int,
     image_size: int,
     aux_logits: bool = False,
+    bn_momentum: float | None = None,
     **arch_kwargs,
 ) -> nn.Module:
     """Build ``arch`` from torchvision with random weights and ``num_classes`` outputs.
@@ -68,6 +69,9 @@ def build_model(
     ``vit_*`` builders get ``image_size`` (their position embeddings depend on it);
     ``inception_v3`` gets ``aux_logits`` (true when the recipe's aux_loss_weight > 0) and
     ``init_weights=True``. ``arch_kwargs`` are passed to the builder unchanged.
+    ``bn_momentum`` (when given) replaces the momentum of every BatchNorm layer's running
+    statistics: MobileNetV3 uses 0.01, which needs thousands of steps before its evaluation-
+    mode statistics are usable, far more than a short run has.
     """
     archs = known_archs()
     if arch not in archs:
@@ -95,6 +99,10 @@ def build_model(
         raise InputError(f"arch '{arch}': bad arch_kwargs {sorted(arch_kwargs)}: {e}") from e
     if arch == "inception_v3" and getattr(model, "AuxLogits", None) is not None:
         model.AuxLogits = _SmallInputInceptionAux(model.AuxLogits)
+    if bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = float(bn_momentum)
     return model
 
 

@@ -625,7 +625,8 @@ def _train(model_name, recipe, data_dir, seed, params, out_dir, on_epoch_end, de
 
     seed_everything(seed)
     model = build_model(recipe["arch"], num_classes, recipe["image_size"],
-                        aux_logits=recipe["aux_loss_weight"] > 0, **recipe.get("arch_kwargs", {}))
+                        aux_logits=recipe["aux_loss_weight"] > 0, bn_momentum=recipe.get("bn_momentum"),
+                        **recipe.get("arch_kwargs", {}))
     model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
