@@ -189,6 +189,18 @@ def test_fig9_with_robustness_and_cifar_panel(grid):
     assert data["order"][0] == "alexnet" and data["order"][-1] == "convnext_tiny"
 
 
+def test_fig9_leaves_out_robust_series_when_the_baseline_scores_zero(grid, caplog):
+    rob = AN.read_robustness(robustness_files(grid))
+    zero = rob["model"] == "alexnet"
+    rob.loc[zero, "mean_top1"] = 0.0
+    runs = A.read_accuracies(grid / "tables/accuracies.csv")
+    with caplog.at_level("WARNING"):
+        data = AN.figure9_data(runs, A.read_reference(grid / "reference.csv"), rob, MODELS, "alexnet", ["cifar10"])
+    titles = [t for t, _ in data["panels"]]
+    assert not any(t.startswith("Robust") for t in titles)
+    assert "has mean_top1 = 0" in caplog.text
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda o: o.pop("mean_top1"), "missing field 'mean_top1'"),
     (lambda o: o.update(mean_top1=0.99), "is not the mean of 'augmentations'"),

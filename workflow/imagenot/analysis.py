@@ -208,6 +208,12 @@ def figure9_data(runs: pd.DataFrame, reference: pd.DataFrame, robustness: pd.Dat
     def rob_series(ds: str) -> list[dict]:
         if rob is None or ds not in set(rob["dataset"]):
             return []
+        sub = rob[rob["dataset"] == ds].set_index("model")
+        if baseline in sub.index and float(sub.loc[baseline, "mean_top1"]) <= 0:
+            # relative improvement is undefined: leave the panel out rather than draw a wrong number
+            log.warning("robustness results, dataset '%s': baseline model '%s' has mean_top1 = 0 under the "
+                        "test-time augmentations; the robust series is left out of Figure 9", ds, baseline)
+            return []
         return [{"label": f"{_ds_label(ds)} robust", "kind": "robust",
                  "values": relative(rob[rob["dataset"] == ds], "mean_top1", f"robustness results, dataset '{ds}'")}]
 
