@@ -196,3 +196,29 @@ def test_endless_stream_gives_every_reader_the_same_length(tmp_path):
     assert set(keys[10:20]) == set(keys[:10])
     with pytest.raises(ValueError, match="limit"):
         data.make_dataset(shards, data.eval_transform(16), counter=data.SkipCounter(), endless=True)
+
+
+def _label_ordered_shards(root: Path, n_classes: int = 4, per_class: int = 5, n_shards: int = 2) -> list[str]:
+    # like split's test shards: samples sorted by label, then key
+    rng = np.random.default_rng(0)
+    samples = [{"__key__": f"k{label}_{i}", "jpg": jpeg_bytes(pattern_image(label, rng, 16)), "cls": str(label)}
+               for label in range(n_classes) for i in range(per_class)]
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for s, chunk in enumerate(np.array_split(np.arange(len(samples)), n_shards)):
+        paths.append(str(root / f"test-{s:06d}.tar"))
+        with wds.TarWriter(paths[-1]) as sink:
+            for j in chunk:
+                sink.write(samples[j])
+    return paths
+
+
+def test_spread_keys_cover_every_class_of_label_ordered_shards(tmp_path):
+    shards = _label_ordered_shards(tmp_path)
+    keys = data.spread_keys(shards, 8)
+    assert keys == {"k0_0", "k0_2", "k1_0", "k1_2", "k2_0", "k2_2", "k3_0", "k3_2"}
+    assert data.spread_keys(shards, 20) == data.spread_keys(shards, 100) and len(data.spread_keys(shards, 100)) == 20
+    ds = data.make_dataset(shards, data.eval_transform(16), counter=data.SkipCounter(), keys=keys)
+    got = [(key, label) for _, label, key in ds]
+    assert sorted(k for k, _ in got) == sorted(keys)
+    assert sorted({label for _, label in got}) == [0, 1, 2, 3]

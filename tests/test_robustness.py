@@ -115,8 +115,32 @@ def test_max_examples_and_cli(small_trained, tmp_path):
                    "--out-dir", str(tmp_path), "--dataset", "imagenot", "--seed", "0"])
     assert rc == 0
     out = json.loads((tmp_path / "robustness.json").read_text())
-    assert out["n_test"] == 7 and out["augmentation_seed"] == 3 and out["dataset"] == "imagenot"
-    assert len(pd.read_parquet(tmp_path / "robustness_predictions.parquet")) == 7 * 17
+    # 7 keys spread over the test shard; a corrupt one among them is skipped and counted
+    assert out["n_test"] + out["corrupt_samples_skipped"] == 7 and out["n_test"] >= 6
+    assert out["augmentation_seed"] == 3 and out["dataset"] == "imagenot"
+    assert len(pd.read_parquet(tmp_path / "robustness_predictions.parquet")) == out["n_test"] * 17
+
+
+def test_max_examples_spread_over_label_ordered_test_shards(small_trained, tmp_path):
+    # split writes test shards sorted by label: max_examples must not mean "the first class"
+    import shutil
+
+    import webdataset as wds
+
+    ds, ckpt = small_trained
+    copy = tmp_path / "ds"
+    shutil.copytree(ds, copy)
+    samples = sorted(wds.WebDataset(str(ds / "test" / "00000.tar"), shardshuffle=False, empty_check=False),
+                     key=lambda s: s["__key__"])
+    with wds.TarWriter(str(copy / "test" / "00000.tar")) as sink:
+        for s in samples:
+            sink.write({k: v for k, v in s.items() if not k.startswith("__") or k == "__key__"})
+    params = dict(EVAL, robustness={"seed": 0, "p": 0.5, "max_examples": 8})
+    R.robustness("mobilenet_v3_small", RECIPE_SMALL, ckpt, copy, params, tmp_path / "out")
+    rows = pd.read_parquet(tmp_path / "out" / "robustness_predictions.parquet")
+    ident = rows[rows["augmentation"] == "Identity"]
+    assert len(ident) == 8
+    assert sorted(ident["label"].unique()) == [0, 1, 2, 3]
 
 
 def test_bad_input_names_file_or_field(small_trained, tmp_path, capsys):

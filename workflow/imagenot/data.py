@@ -86,6 +86,25 @@ def count_samples(shards: list[str]) -> int:
     return n
 
 
+def spread_keys(shards: list[str], n: int) -> set[str]:
+    """Keys of ``n`` samples spread evenly over the shards in stream order (tar headers only).
+
+    Test shards are ordered by label, so the first ``n`` samples would all be of one class;
+    every ``len/n``-th sample covers the classes in proportion instead. All keys if there
+    are no more than ``n``.
+    """
+    keys = []
+    for shard in shards:
+        try:
+            with tarfile.open(shard) as tar:
+                keys.extend(m.name[:-len(".cls")] for m in tar if m.isfile() and m.name.endswith(".cls"))
+        except (tarfile.TarError, OSError) as e:
+            log.warning("%s: unreadable tar while listing samples (%s); listed what was read", shard, e)
+    if len(keys) <= n:
+        return set(keys)
+    return {keys[i * len(keys) // n] for i in range(n)}
+
+
 class SkipCounter:
     """A webdataset exception handler that skips the bad sample, logs it and counts it.
 
@@ -203,6 +222,7 @@ def make_dataset(
     limit: int | None = None,
     split: str = "shards",
     endless: bool = False,
+    keys: set[str] | None = None,
 ) -> wds.WebDataset:
     """A webdataset stream of ``(image_tensor, label, key)``.
 
@@ -216,6 +236,7 @@ def make_dataset(
     sets change from epoch to epoch); ``split="samples"`` keeps every world-th sample
     instead. ``endless`` cycles the shard list, so that with ``limit`` every rank yields the
     same number of samples (DDP needs equal step counts) even when shards are uneven.
+    ``keys`` keeps only the samples with those keys (before decoding).
     """
     if split not in ("shards", "samples"):
         raise ValueError(f"split must be 'shards' or 'samples', got {split!r}")
@@ -231,6 +252,8 @@ def make_dataset(
         empty_check=False,
         seed=seed,
     )
+    if keys is not None:
+        ds = ds.select(lambda sample: sample["__key__"] in keys)
     if split == "samples":
         ds = ds.compose(_split_samples)
     if shuffle:

@@ -208,22 +208,19 @@ def robustness(
     augs = build_augmentations(size, rob["p"])
     n_aug = len(augs)
     counter = data.SkipCounter()
-    ds = data.make_dataset(data.shard_paths(data_dir, "test"), base_transform(size), counter=counter,
-                           num_classes=len(classes))
+    shards = data.shard_paths(data_dir, "test")
+    limit = rob["max_examples"]
+    # max_examples: an even spread over the label-ordered test shards (all classes), not the first N
+    subset = data.spread_keys(shards, limit) if limit is not None else None
+    ds = data.make_dataset(shards, base_transform(size), counter=counter, num_classes=len(classes), keys=subset)
     ds = ds.map(_Augmenter(augs, rob["seed"]))
     # a loader batch holds batch_size images in all: batch_size // 17 examples x 17 versions
     per_batch = max(1, params["batch_size"] // n_aug)
     loader = data.make_loader(ds, per_batch, params["num_workers"], pin_memory=device.type == "cuda")
 
     preds, labels, keys = [], [], []
-    limit = rob["max_examples"]
     with torch.no_grad():
         for images, target, key in loader:  # images: (B, 17, C, H, W) uint8
-            if limit is not None and len(keys) >= limit:
-                break
-            if limit is not None and len(keys) + len(key) > limit:
-                take = limit - len(keys)
-                images, target, key = images[:take], target[:take], key[:take]
             b = images.shape[0]
             x = normalize(images.reshape(b * n_aug, *images.shape[2:]).to(device, non_blocking=True))
             if device.type == "cuda":
