@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 
 from . import data
-from .io import InputError, write_json, write_parquet
+from .io import InputError, parse_json, write_json, write_parquet
 from .models import build_model
-from .train import MODEL_FORMAT, parse_json, predict, resolve_params, select_device, validate_recipe
+from .train import MODEL_FORMAT, predict, resolve_params, select_device, validate_recipe
 
 log = logging.getLogger(__name__)
 

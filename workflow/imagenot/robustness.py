@@ -51,8 +51,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from . import data
 from .evaluate import EVAL_DEFAULTS, load_trained
-from .io import InputError, write_json, write_parquet
-from .train import autocast, parse_json, resolve_params, select_device, validate_recipe
+from .io import InputError, parse_json, write_json, write_parquet
+from .train import autocast, resolve_params, select_device, validate_recipe
 
 log = logging.getLogger(__name__)
 

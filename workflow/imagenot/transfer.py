@@ -53,8 +53,8 @@ from torch import nn
 
 from . import data
 from .evaluate import load_trained
-from .io import InputError, atomic_path, read_json, write_json
-from .train import autocast, parse_json, seed_everything, select_device, validate_recipe
+from .io import InputError, atomic_path, parse_json, read_json, write_json
+from .train import autocast, seed_everything, select_device, validate_recipe
 
 log = logging.getLogger(__name__)
 
