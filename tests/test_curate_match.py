@@ -174,7 +174,7 @@ def test_match_missing_column_names_file_and_column(tmp_path, curate_files, imag
     assert not (tmp_path / "o.parquet").exists()
     with pytest.raises(InputError, match="unknown field"):
         m.parse_columns('{"txt": "TEXT"}')
-    with pytest.raises(InputError, match="not JSON"):
+    with pytest.raises(InputError, match="not valid JSON"):
         m.parse_columns("{text: TEXT}")
     with pytest.raises(InputError, match="not a readable parquet"):
         (tmp_path / "bad.parquet").write_text("no parquet")

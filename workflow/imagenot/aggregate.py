@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .io import InputError, atomic_path
+from .io import InputError, atomic_path, parse_json
 from .tables import with_interval, write_table
 
 log = logging.getLogger(__name__)
@@ -201,9 +201,7 @@ def read_predictions(paths: Sequence[str | Path]) -> dict[tuple[str, str, int], 
 
 def parse_params(text: str | None, option: str = "--params") -> dict:
     """The ``analysis`` config section (JSON) with defaults filled in and types checked."""
-    params = _parse_json_option(text or "{}", option)
-    if not isinstance(params, dict):
-        raise InputError(f"{option}: expected a JSON object (the analysis section)")
+    params = parse_json(text, option, obj=True, empty={})
     out = {**ANALYSIS_DEFAULTS, **params}
     if not isinstance(out["baseline_model"], str) or not out["baseline_model"]:
         raise InputError(f"{option}: field 'baseline_model' must be a model name")
@@ -221,7 +219,7 @@ def parse_params(text: str | None, option: str = "--params") -> dict:
 
 def parse_models(text: str, option: str = "--models") -> dict[str, dict]:
     """The ``models`` config section (JSON): ``{name: {display_name: ..., ...}}``, in config order."""
-    models = _parse_json_option(text, option)
+    models = parse_json(text, option)
     if not isinstance(models, dict) or not models:
         raise InputError(f"{option}: expected a non-empty JSON object mapping model name to its recipe")
     for name, recipe in models.items():
@@ -961,13 +959,6 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str], path: Path) -> No
     for c in columns:
         if c not in df.columns:
             raise InputError(f"{path}: missing column '{c}' (has {', '.join(map(str, df.columns))})")
-
-
-def _parse_json_option(text: str, option: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{option}: not valid JSON: {e}") from None
 
 
 def _is_int(v: Any) -> bool:

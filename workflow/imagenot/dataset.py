@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import InputError, atomic_dir
+from .io import InputError, atomic_dir, check_keys, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,8 @@ _KEY_RE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def parse_params(params) -> dict:
-    if isinstance(params, str):
-        try:
-            params = json.loads(params)
-        except json.JSONDecodeError as e:
-            raise InputError(f"--params (config split): not valid JSON: {e}") from None
-    if not isinstance(params, dict):
-        raise InputError("--params (config split): expected a JSON object")
-    known = set(DEFAULTS) | {"images_per_class"}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise InputError(f"--params (config split): unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    params = parse_json(params, "--params (config split)", obj=True)
+    check_keys(params, sorted(set(DEFAULTS) | {"images_per_class"}), "--params (config split)")
     if "images_per_class" not in params:
         raise InputError("--params: missing key 'images_per_class' (config curation.images_per_class)")
     p = {**DEFAULTS, **params}

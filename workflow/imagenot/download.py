@@ -54,7 +54,7 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
-from .io import InputError, atomic_path, write_json
+from .io import InputError, atomic_path, check_keys, parse_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,8 @@ class DownloadIncompleteError(InputError):
 
 
 def parse_params(params) -> dict:
-    if isinstance(params, str):
-        try:
-            params = json.loads(params)
-        except json.JSONDecodeError as e:
-            raise InputError(f"--params (config download): not valid JSON: {e}") from None
-    if not isinstance(params, dict):
-        raise InputError("--params (config download): expected a JSON object")
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise InputError(f"--params (config download): unknown key {unknown[0]!r}; known keys: {', '.join(DEFAULTS)}")
+    params = parse_json(params, "--params (config download)", obj=True)
+    check_keys(params, DEFAULTS, "--params (config download)")
     p = {**DEFAULTS, **params}
     for key in ("image_size", "processes", "threads", "rows_per_shard", "retries"):
         v = p[key]

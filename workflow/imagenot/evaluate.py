@@ -16,9 +16,9 @@ import pandas as pd
 import torch
 
 from . import data
-from .io import InputError, write_json, write_parquet
+from .io import InputError, parse_json, write_json, write_parquet
 from .models import build_model
-from .train import MODEL_FORMAT, parse_json, predict, resolve_params, select_device, validate_recipe
+from .train import MODEL_FORMAT, predict, resolve_params, select_device, validate_recipe
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +147,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_trained_model_args(parser: argparse.ArgumentParser, output_name: str, *, data_dir: bool = True) -> None:
+    """The options of a command that reads a model trained by ``imagenot train``: --model,
+    --recipe, --checkpoint, --data-dir (its test data; left out with ``data_dir=False``), and
+    --dataset / --seed, the labels recorded in ``output_name``."""
+    parser.add_argument("--model", required=True, help="model name (a key of the config's models section)")
+    parser.add_argument("--recipe", required=True, help="JSON recipe the model was trained with")
+    parser.add_argument("--checkpoint", required=True, help="model.pt written by imagenot train")
+    if data_dir:
+        parser.add_argument("--data-dir", required=True, help="dataset directory with classes.csv and test/ shards")
+    # without a data dir the command works on another dataset: these name the pretraining run
+    pre, default = ("", " (default: the data dir's name)") if data_dir else ("pretraining ", "")
+    parser.add_argument("--dataset", default=None, help=f"{pre}dataset name for {output_name}{default}")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"{pre or 'training '}seed for {output_name} (default: from model.pt)")
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("evaluate", help="test-set top-1 / top-5 and per-example predictions of a trained model")
-    p.add_argument("--model", required=True, help="model name (a key of the config's models section)")
-    p.add_argument("--recipe", required=True, help="JSON recipe the model was trained with")
-    p.add_argument("--checkpoint", required=True, help="model.pt written by imagenot train")
-    p.add_argument("--data-dir", required=True, help="dataset directory with classes.csv and test/ shards")
+    add_trained_model_args(p, "metrics.json")
     p.add_argument("--params", required=True, help="JSON: the config's evaluation section (batch_size)")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--dataset", default=None, help="dataset name for metrics.json (default: the data dir's name)")
-    p.add_argument("--seed", type=int, default=None, help="training seed for metrics.json (default: from model.pt)")
     p.set_defaults(func=_cmd_evaluate)

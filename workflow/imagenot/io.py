@@ -8,16 +8,45 @@ would mistake for a finished one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 
 class InputError(ValueError):
     """Bad user input: the message names the file and the field."""
+
+
+def parse_json(value: Any, what: str, *, obj: bool = False, empty: Any = None) -> Any:
+    """A JSON command-line value, decoded; InputError names ``what`` when it is not valid JSON.
+
+    ``what`` is the option (and config section) the value came from, e.g.
+    ``"--params (config download)"``. A ``value`` that is not a string (a dict a caller has
+    already parsed) is taken as it is. ``obj``: the value must be a JSON object. ``empty``:
+    returned (a copy of it) for ``None`` or ``""`` instead of decoding.
+    """
+    if empty is not None and (value is None or value == ""):
+        return copy.copy(empty)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{what}: not valid JSON: {e}") from None
+    if obj and not isinstance(value, dict):
+        raise InputError(f"{what}: expected a JSON object")
+    return value
+
+
+def check_keys(mapping: Mapping, known: Iterable[str], what: str) -> None:
+    """InputError naming the first (sorted) key of ``mapping`` that is not in ``known``."""
+    known = list(known)
+    unknown = sorted(set(mapping) - set(known))
+    if unknown:
+        raise InputError(f"{what}: unknown key {unknown[0]!r}; known keys: {', '.join(known)}")
 
 
 @contextlib.contextmanager

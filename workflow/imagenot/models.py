@@ -12,7 +12,6 @@ Commands: ``imagenot models`` (list the architectures) and
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 import torch
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .io import InputError, write_csv
+from .io import InputError, parse_json, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +141,6 @@ def reference_table(models: dict):
     return pd.DataFrame(rows, columns=["model", "display_name", "reference", "top1"])
 
 
-def parse_json_arg(text: str, what: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{what}: not valid JSON: {e}") from e
-
-
 def _cmd_models(args: argparse.Namespace) -> int:
     for arch in known_archs():
         print(arch)
@@ -156,7 +148,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_reference(args: argparse.Namespace) -> int:
-    models = parse_json_arg(args.models, "--models")
+    models = parse_json(args.models, "--models")
     if not isinstance(models, dict) or not models:
         raise InputError("--models: expected a JSON object {name: recipe} with at least one model")
     table = reference_table(models)

@@ -50,9 +50,9 @@ from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as TF
 
 from . import data
-from .evaluate import EVAL_DEFAULTS, load_trained
-from .io import InputError, write_json, write_parquet
-from .train import autocast, parse_json, resolve_params, select_device, validate_recipe
+from .evaluate import EVAL_DEFAULTS, add_trained_model_args, load_trained
+from .io import InputError, parse_json, write_json, write_parquet
+from .train import autocast, resolve_params, select_device, validate_recipe
 
 log = logging.getLogger(__name__)
 
@@ -275,13 +275,8 @@ def _cmd_robustness(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("robustness", help="test accuracy under the paper's 17 test-time augmentations (Appendix A.3)")
-    p.add_argument("--model", required=True, help="model name (a key of the config's models section)")
-    p.add_argument("--recipe", required=True, help="JSON recipe the model was trained with")
-    p.add_argument("--checkpoint", required=True, help="model.pt written by imagenot train")
-    p.add_argument("--data-dir", required=True, help="dataset directory with classes.csv and test/ shards")
+    add_trained_model_args(p, "robustness.json")
     p.add_argument("--params", required=True,
                    help="JSON: the config's evaluation section (batch_size, ..., robustness: {seed, p, max_examples})")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--dataset", default=None, help="dataset name for robustness.json (default: the data dir's name)")
-    p.add_argument("--seed", type=int, default=None, help="training seed for robustness.json (default: from model.pt)")
     p.set_defaults(func=_cmd_robustness)

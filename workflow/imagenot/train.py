@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import logging
 import math
 import os
@@ -56,7 +55,7 @@ import yaml
 from torch import nn
 
 from . import data
-from .io import InputError, atomic_path, write_csv, write_json
+from .io import InputError, atomic_path, parse_json, write_csv, write_json
 from .models import build_model
 
 log = logging.getLogger(__name__)
@@ -82,13 +81,6 @@ RMSPROP_EPS, RMSPROP_ALPHA = 0.0316, 0.9
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def parse_json(text: str, what: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{what}: not valid JSON: {e}") from e
 
 
 def _recipe_validator() -> jsonschema.protocols.Validator:

@@ -52,9 +52,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data
-from .evaluate import load_trained
-from .io import InputError, atomic_path, read_json, write_json
-from .train import autocast, parse_json, seed_everything, select_device, validate_recipe
+from .evaluate import add_trained_model_args, load_trained
+from .io import InputError, atomic_path, parse_json, read_json, write_json
+from .train import autocast, seed_everything, select_device, validate_recipe
 
 log = logging.getLogger(__name__)
 
@@ -554,15 +554,11 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("transfer", help="fine-tune (all layers) or linear transfer (last layer) of a trained model to the target")
-    p.add_argument("--model", required=True, help="model name (a key of the config's models section)")
-    p.add_argument("--recipe", required=True, help="JSON recipe the model was trained with")
-    p.add_argument("--checkpoint", required=True, help="model.pt written by imagenot train")
+    add_trained_model_args(p, "the JSON", data_dir=False)
     p.add_argument("--target-data", required=True, help=".npz written by imagenot transfer-data")
     p.add_argument("--mode", required=True, help=f"one of {', '.join(MODES)}")
     p.add_argument("--params", required=True, help="JSON: the config's transfer section (search space, budget)")
     p.add_argument("--runtime", default="{}", help="JSON: device, threads, amp, eval_batch_size")
     p.add_argument("--pretrain-metrics", default=None, help="metrics.json of imagenot evaluate (pretrain_top1)")
     p.add_argument("--out", required=True, help="output JSON ({mode}.json)")
-    p.add_argument("--dataset", default=None, help="pretraining dataset name for the JSON")
-    p.add_argument("--seed", type=int, default=None, help="pretraining seed (default: from model.pt)")
     p.set_defaults(func=_cmd_transfer)

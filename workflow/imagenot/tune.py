@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import InputError, read_json, write_json
+from .io import InputError, parse_json, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -489,15 +489,8 @@ def load_overrides(path: str | Path) -> dict:
 # --------------------------------------------------------------------------- CLI
 
 
-def _json_arg(text: str, what: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{what}: not valid JSON: {e}") from e
-
-
 def _cmd_protocol(args) -> int:
-    spec = _json_arg(args.spec, "--spec")
+    spec = parse_json(args.spec, "--spec")
     for key in ("tuning", "models", "datasets", "seeds"):
         if key not in spec:
             raise InputError(f"--spec: missing field '{key}'")
@@ -507,7 +500,7 @@ def _cmd_protocol(args) -> int:
 
 
 def _cmd_trial(args) -> int:
-    params = _json_arg(args.params, "--params")
+    params = parse_json(args.params, "--params")
     previous = args.previous[0] if args.previous else None
     r = run_trial(args.protocol, args.model, args.dataset, args.rung, args.slot, args.data_dir, params,
                   args.out_dir, previous)

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import InputError, atomic_dir
+from ..io import InputError, atomic_dir, check_keys, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -145,17 +145,8 @@ def normalize(text: str) -> str:
 
 def parse_params(params) -> dict:
     """The corpus.demo config section (a JSON string or dict) with defaults filled in."""
-    if isinstance(params, str):
-        try:
-            params = json.loads(params)
-        except json.JSONDecodeError as e:
-            raise InputError(f"--params (config corpus.demo): not valid JSON: {e}") from None
-    if not isinstance(params, dict):
-        raise InputError("--params (config corpus.demo): expected a JSON object")
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise InputError(f"--params (config corpus.demo): unknown key {unknown[0]!r}; "
-                         f"known keys: {', '.join(DEFAULTS)}")
+    params = parse_json(params, "--params (config corpus.demo)", obj=True)
+    check_keys(params, DEFAULTS, "--params (config corpus.demo)")
     out = {**DEFAULTS, **params}
     for key, (lo, hi) in _INT_RANGES.items():
         v = out[key]

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
-from ..io import InputError, write_parquet
+from ..io import parse_json, write_parquet
 
 log = logging.getLogger(__name__)
-
-
-def _params(text: str, what: str) -> dict:
-    try:
-        value = json.loads(text) if text else {}
-    except json.JSONDecodeError as e:
-        raise InputError(f"--params ({what}): not JSON ({e}): {text!r}") from e
-    if not isinstance(value, dict):
-        raise InputError(f"--params ({what}): expected a JSON object, got {text!r}")
-    return value
 
 
 def add_commands(sub) -> None:
@@ -121,11 +110,14 @@ def _cmd_vocab(args: argparse.Namespace) -> int:
 def _cmd_match(args: argparse.Namespace) -> int:
     from .match import run_match
 
-    from .provenance import parse_config
-
     run_match(args.input, args.vocab, args.columns, args.max_punsafe, args.out, args.report, args.key_prefix,
-              max_caption_bytes=args.max_caption_bytes, config=parse_config(args.config))
+              max_caption_bytes=args.max_caption_bytes, config=_config(args))
     return 0
+
+
+def _config(args: argparse.Namespace) -> dict:
+    """``--config JSON`` of a curate command (the config values the rule passes)."""
+    return parse_json(getattr(args, "config", ""), "--config", obj=True, empty={})
 
 
 def _prov(step: str, args: argparse.Namespace, inputs, params: dict | None = None, key: str = "curation") -> dict:
@@ -133,7 +125,7 @@ def _prov(step: str, args: argparse.Namespace, inputs, params: dict | None = Non
     --config), else those recorded by its first input; WordNet from its inputs."""
     from . import provenance
 
-    cfg = provenance.parse_config(getattr(args, "config", ""))
+    cfg = _config(args)
     if params:
         cfg = {key: params, **cfg}
     inputs = [p for p in inputs if p]
@@ -147,7 +139,7 @@ def _prov(step: str, args: argparse.Namespace, inputs, params: dict | None = Non
 
 
 def _cmd_candidates(args: argparse.Namespace) -> int:
-    params = _params(args.params, "curation")
+    params = parse_json(args.params, "--params (curation)", obj=True, empty={})
     prov = _prov("candidates", args, [args.synsets, args.classes_file, *args.matches], params)
     if args.classes_file:
         from .published import published_candidates
@@ -171,7 +163,7 @@ def _cmd_captions(args: argparse.Namespace) -> int:
 def _cmd_text_similarity(args: argparse.Namespace) -> int:
     from .embed import text_similarity
 
-    params = _params(args.params, "curation.text_similarity")
+    params = parse_json(args.params, "--params (curation.text_similarity)", obj=True, empty={})
     prov = _prov("text_similarity", args, [args.captions, args.synsets], params, "curation.text_similarity")
     text_similarity(args.captions, args.synsets, params, args.out,
                     device=args.device, work_dir=args.work_dir, provenance=prov)
@@ -182,7 +174,7 @@ def _cmd_clip_scores(args: argparse.Namespace) -> int:
     from .clip import clip_scores
     from .embed import pick_device
 
-    params = _params(args.params, "curation.clip")
+    params = parse_json(args.params, "--params (curation.clip)", obj=True, empty={})
     prov = _prov("clip_scores", args, [args.text_similarity, args.synsets], params, "curation.clip")
     clip_scores(args.text_similarity, args.synsets, params, args.out,
                 device=pick_device(args.device), provenance=prov)
@@ -190,7 +182,7 @@ def _cmd_clip_scores(args: argparse.Namespace) -> int:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    params = _params(args.params, "curation")
+    params = parse_json(args.params, "--params (curation)", obj=True, empty={})
     prov = _prov("select", args, [args.candidates, args.text_similarity, args.classes_file, args.clip_scores], params)
     if args.classes_file:
         from .published import published_select

@@ -29,7 +29,6 @@ Every figure is written as PNG and PDF (atomically, with no timestamps in the fi
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -37,7 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import InputError, atomic_path, write_csv
+from ..io import InputError, atomic_path, parse_json, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -381,18 +380,6 @@ def plot_image_similarity(table: pd.DataFrame, which: str, bins: int = 30):
 # CLI
 
 
-def _params(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        p = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"--params: not JSON ({e})") from e
-    if not isinstance(p, dict):
-        raise InputError("--params: expected a JSON object (curation.text_similarity)")
-    return p
-
-
 def _selected(spec: str | None) -> list[str]:
     if not spec:
         return []
@@ -402,7 +389,7 @@ def _selected(spec: str | None) -> list[str]:
 
 
 def cmd_fig4(args) -> int:
-    p = _params(args.params)
+    p = parse_json(args.params, "--params (curation.text_similarity)", obj=True, empty={})
     top_n = int(p.get("top_n", 10))
     df = read_text_similarity(args.text_similarity)
     stats = text_similarity_stats(df, top_n)
@@ -415,7 +402,7 @@ def cmd_fig4(args) -> int:
 
 
 def cmd_fig5(args) -> int:
-    p = _params(args.params)
+    p = parse_json(args.params, "--params (curation.text_similarity)", obj=True, empty={})
     df = read_text_similarity(args.text_similarity)
     fig = plot_fig5(df, _selected(args.classes), p.get("threshold"), model=p.get("model"))
     save_figure(fig, args.out_png, args.out_pdf)

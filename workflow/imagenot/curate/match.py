@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..io import InputError, atomic_path, write_json
+from ..io import InputError, atomic_path, parse_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -404,17 +404,7 @@ def read_vocab(path: str | Path) -> pa.Table:
 
 def parse_columns(spec: str | Mapping | None) -> dict[str, str]:
     """--columns JSON -> {role: column name}; unknown roles are an error."""
-    if spec is None or spec == "":
-        given = {}
-    elif isinstance(spec, Mapping):
-        given = dict(spec)
-    else:
-        try:
-            given = json.loads(spec)
-        except json.JSONDecodeError as e:
-            raise InputError(f"--columns: not JSON ({e}): {spec!r}") from e
-    if not isinstance(given, dict):
-        raise InputError(f"--columns: expected a JSON object, got {spec!r}")
+    given = parse_json(dict(spec) if isinstance(spec, Mapping) else spec, "--columns", obj=True, empty={})
     unknown = sorted(set(given) - set(DEFAULT_COLUMNS))
     if unknown:
         raise InputError(f"--columns: unknown field(s) {unknown}; known: {sorted(DEFAULT_COLUMNS)}")

@@ -22,7 +22,6 @@ from typing import Any, Mapping, Sequence
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..io import InputError
 
 PROVENANCE_KEY = b"imagenot.provenance"
 
@@ -79,19 +78,6 @@ def build(step: str, config: Mapping | None, inputs: Sequence[str | Path] = (),
         "models": dict(models) if models is not None else models_from_config(config),
         "inputs": [str(p) for p in inputs],
     }
-
-
-def parse_config(text: str | None) -> dict:
-    """``--config JSON`` of a curate command (the config values the rule passes)."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"--config: not JSON ({e}): {text!r}") from e
-    if not isinstance(value, dict):
-        raise InputError(f"--config: expected a JSON object, got {text!r}")
-    return value
 
 
 def metadata(prov: Mapping[str, Any]) -> dict[bytes, bytes]:
