@@ -18,9 +18,9 @@ def figure_files(stem):
 
 # The report() flag goes on rule outputs only: a flagged path in another rule's input (such
 # as `all`) would carry a caption path relative to that rule's file.
-def table_outputs(name):
+def table_outputs(name, category="Tables"):
     files = table_files(name)
-    files["csv"] = report(files["csv"], caption=f"../workflow/report/{name}.rst", category="Tables",
+    files["csv"] = report(files["csv"], caption=f"../workflow/report/{name}.rst", category=category,
                           labels={"table": name, "format": "CSV"})
     return files
 

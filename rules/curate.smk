@@ -134,7 +134,8 @@ rule curate_select:
     output:
         classes="results/curate/classes.parquet",
         selection="results/curate/selection.parquet",
-        table=f"{TABLES}/curation_filters.csv",
+        table=report(f"{TABLES}/curation_filters.csv", caption="../workflow/report/curation_filters.rst",
+                     category="Curation", labels={"table": "curation_filters", "format": "CSV"}),
     params:
         curation=lambda wildcards: as_json(config["curation"]),  # a function: {part} in paths is not a wildcard
         extra=(f"--classes-file {PUBLISHED_CLASSES}" if PUBLISHED_CLASSES

@@ -28,9 +28,7 @@ rule table3:
         wordnet=WORDNET_DIR,
         classes=rules.curate_select.output.classes,
     output:
-        csv=f"{TABLES}/table3_wordnet_subtree.csv",
-        md=f"{TABLES}/table3_wordnet_subtree.md",
-        tex=f"{TABLES}/table3_wordnet_subtree.tex",
+        **table_outputs("table3_wordnet_subtree", "Curation"),
     log:
         "logs/figures/table3.log",
     conda:
@@ -47,9 +45,7 @@ rule table3_published:
         wordnet=WORDNET_DIR,
         classes=PUBLISHED_CLASSES,
     output:
-        csv=f"{TABLES}/table3_published.csv",
-        md=f"{TABLES}/table3_published.md",
-        tex=f"{TABLES}/table3_published.tex",
+        **table_outputs("table3_published", "Curation"),
     log:
         "logs/figures/table3_published.log",
     conda:
@@ -66,8 +62,7 @@ rule fig4:
         text_similarity=rules.curate_text_similarity.output[0],
         classes=rules.curate_select.output.classes,
     output:
-        png=f"{FIGURES}/fig4_text_similarity_stats.png",
-        pdf=f"{FIGURES}/fig4_text_similarity_stats.pdf",
+        **figure_outputs("fig4_text_similarity_stats", "fig4", "Curation"),
         csv=f"{TABLES}/fig4_text_similarity_stats.csv",
     params:
         text=as_json(config["curation"]["text_similarity"]),
@@ -86,8 +81,7 @@ rule fig5:
         text_similarity=rules.curate_text_similarity.output[0],
         classes=rules.curate_select.output.classes,
     output:
-        png=f"{FIGURES}/fig5_text_similarity_distributions.png",
-        pdf=f"{FIGURES}/fig5_text_similarity_distributions.pdf",
+        **figure_outputs("fig5_text_similarity_distributions", "fig5", "Curation"),
     params:
         text=as_json(config["curation"]["text_similarity"]),
     log:
@@ -105,8 +99,7 @@ rule fig11:
         wordnet=WORDNET_DIR,
         classes=rules.curate_select.output.classes,
     output:
-        png=f"{FIGURES}/fig11_synset_depth.png",
-        pdf=f"{FIGURES}/fig11_synset_depth.pdf",
+        **figure_outputs("fig11_synset_depth", "fig11", "Curation"),
         csv=f"{TABLES}/fig11_fig12_wordnet_classes.csv",
     log:
         "logs/figures/fig11.log",
@@ -124,8 +117,7 @@ rule fig12:
         wordnet=WORDNET_DIR,
         classes=rules.curate_select.output.classes,
     output:
-        png=f"{FIGURES}/fig12_siblings.png",
-        pdf=f"{FIGURES}/fig12_siblings.pdf",
+        **figure_outputs("fig12_siblings", "fig12", "Curation"),
     log:
         "logs/figures/fig12.log",
     conda:
@@ -177,8 +169,7 @@ rule fig10:
     input:
         list(FIGURE_EMBEDDINGS.values()),
     output:
-        png=f"{FIGURES}/fig10_intra_class_similarity.png",
-        pdf=f"{FIGURES}/fig10_intra_class_similarity.pdf",
+        **figure_outputs("fig10_intra_class_similarity", "fig10", "Curation"),
         csv=f"{TABLES}/image_similarity.csv",
     params:
         embeddings=" ".join(f"--embeddings {shlex.quote(f'{n}={p}')}" for n, p in FIGURE_EMBEDDINGS.items()),
@@ -196,8 +187,7 @@ rule fig6:
     input:
         list(FIGURE_EMBEDDINGS.values()),
     output:
-        png=f"{FIGURES}/fig6_inter_class_similarity.png",
-        pdf=f"{FIGURES}/fig6_inter_class_similarity.pdf",
+        **figure_outputs("fig6_inter_class_similarity", "fig6", "Curation"),
     params:
         embeddings=" ".join(f"--embeddings {shlex.quote(f'{n}={p}')}" for n, p in FIGURE_EMBEDDINGS.items()),
     log:

@@ -5,7 +5,8 @@
 rule reference_accuracies:
     """ImageNet-1k top-1 of each architecture, read from torchvision's weight metadata."""
     output:
-        f"{TABLES}/reference_accuracies.csv",
+        report(f"{TABLES}/reference_accuracies.csv", caption="../workflow/report/reference_accuracies.rst",
+               category="Tables", labels={"table": "reference_accuracies", "format": "CSV"}),
     params:
         models=as_json(model_labels()),
     log:

@@ -176,3 +176,23 @@ def test_tiny_robustness_and_transfer_outputs(tiny_run):
             res = json.loads((work / "results/transfer/imagenot" / model / "seed0" / f"{mode}.json").read_text())
             assert res["mode"] == mode and res["target"] == "digits" and res["n_test"] == 40
             assert res["pretrain_top1"] == metrics["top1"] and len(res["trials"]) == 2
+
+
+@pytest.mark.slow
+def test_tiny_report_holds_every_figure_and_table(tiny_run):
+    # `snakemake --report` after the run: every figure and every table target of the DAG is
+    # in the self-contained HTML, each with its caption
+    work, config = tiny_run
+    r = snakemake("--configfile", str(config), "--directory", str(work), "--report", str(work / "report.html"),
+                  cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    html = (work / "report.html").read_text()
+    figures = sorted(p.name for p in (work / "results/figures").glob("*.png"))
+    tables = sorted(p.name for p in (work / "results/tables").glob("*.csv"))
+    assert "fig1_relative_improvement.png" in figures and "fig4_text_similarity_stats.png" in figures
+    missing = [name for name in figures + tables if name not in html]
+    # fig4's per-class statistics and fig11's class list are data behind figures, not tables
+    assert set(missing) <= {"fig4_text_similarity_stats.csv", "fig11_fig12_wordnet_classes.csv"}, missing
+    for caption in ("Table 3: WordNet subtree statistics", "Figure 4: caption x synset-gloss", "Figure 11: histogram",
+                    "Curation steps 1-8", "Reference accuracies: the ImageNet-1k top-1", "Figure 1: model ranking"):
+        assert caption in html, caption
