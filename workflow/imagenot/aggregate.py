@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .io import InputError, atomic_path, parse_json
+from .io import InputError, parse_json, save_figure
 from .tables import with_interval, write_table
 
 log = logging.getLogger(__name__)
@@ -746,16 +746,6 @@ def plot_figure1(data: Mapping):
     fig.get_layout_engine().set(rect=(0, 0.035, 1, 0.965))
     fig.text(0.5, 0.005, textwrap.fill(note, 150), ha="center", va="bottom", fontsize=8.5, color="dimgray")
     return fig
-
-
-def save_figure(fig, out_png: str | Path | None = None, out_pdf: str | Path | None = None, dpi: int = 150) -> None:
-    """Write the figure atomically as PNG and/or PDF (deterministic bytes: no timestamps)."""
-    if out_png:
-        with atomic_path(out_png, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
-    if out_pdf:
-        with atomic_path(out_pdf, suffix=".pdf") as tmp:
-            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None})
 
 
 # =========================================================================== CLI

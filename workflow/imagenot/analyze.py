@@ -287,7 +287,7 @@ def plot_relative(wide_rel: pd.DataFrame, agreement: pd.DataFrame, reference: st
 def analyze(csv: str | Path, out_dir: str | Path, reference: str | None = None, baseline: str | None = None,
             percent: bool = False, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
     """Run the whole analysis; returns ``{name: DataFrame}`` of the tables written."""
-    from .aggregate import save_figure
+    from .io import save_figure
 
     df = read_results(csv, percent)
     reference = choose_reference(df, reference)

@@ -126,3 +126,14 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_figure(fig, out_png: str | os.PathLike | None = None, out_pdf: str | os.PathLike | None = None,
+                dpi: int = 150) -> None:
+    """Write a matplotlib figure atomically as PNG and/or PDF (deterministic bytes: no timestamps)."""
+    if out_png:
+        with atomic_path(out_png, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    if out_pdf:
+        with atomic_path(out_pdf, suffix=".pdf") as tmp:
+            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None})

@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import InputError, atomic_path, parse_json, write_csv
+from ..io import InputError, parse_json, save_figure, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,6 @@ def new_figure(figsize=(8, 4.5)):
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def save_figure(fig, out_png: str | Path | None = None, out_pdf: str | Path | None = None, dpi: int = 150) -> None:
-    """Write the figure atomically as PNG and/or PDF (deterministic bytes: no timestamps)."""
-    if out_png:
-        with atomic_path(out_png, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
-    if out_pdf:
-        with atomic_path(out_pdf, suffix=".pdf") as tmp:
-            fig.savefig(tmp, format="pdf", metadata={"CreationDate": None, "ModDate": None, "Producer": None})
 
 
 def _colors(n: int):

@@ -34,7 +34,7 @@ from ..io import InputError, atomic_path, write_csv, write_json
 from .filters import (CANDIDATES_SCHEMA, STEPS, STEPS_METADATA_KEY, _provenance_metadata, count_captions,
                       read_candidates, read_synsets)
 from .match import read_match_metadata
-from .select import (CLASS_COLUMNS, SELECTION_COLUMNS, filter_table, per_class_quota, read_text_similarity,
+from .select import (CLASS_COLUMNS, assign_images, filter_table, per_class_quota, read_text_similarity,
                      write_table)
 
 log = logging.getLogger(__name__)
@@ -154,14 +154,7 @@ def published_select(text_sim_path: str | Path, candidates_path: str | Path, cla
     if empty:
         raise InputError(f"{len(empty)} class(es) of {classes_file} have no caption naming them alone in this corpus: "
                          f"{', '.join(empty[:20])}{' ...' if len(empty) > 20 else ''}")
-    pool = per_url.copy()
-    pool["label"] = pool["wnid"].map(label).astype("int64")
-    pool = pool.sort_values(["url", "text_sim", "label", "key"], ascending=[True, False, True, True], kind="stable")
-    pool = pool.drop_duplicates("url", keep="first")
-    pool = pool.sort_values(["label", "text_sim", "key"], ascending=[True, False, True], kind="stable")
-    sel = pool.groupby("label", sort=True).head(quota).copy()
-    sel["rank_in_class"] = sel.groupby("label").cumcount().astype("int64")
-    sel = sel.rename(columns={"similarity": "clip_sim"})[SELECTION_COLUMNS].reset_index(drop=True)
+    sel = assign_images(per_url, label, quota)
     n_sel = sel.groupby("label").size()
     short = [(label[w], w, int(n_sel.get(label[w], 0))) for w in classes if n_sel.get(label[w], 0) < images_per_class]
     if short:

@@ -67,6 +67,20 @@ def read_text_similarity(path: str | Path) -> pd.DataFrame:
     return pf.read(columns=need).to_pandas()
 
 
+
+def assign_images(per_url: pd.DataFrame, label: dict, quota: int) -> pd.DataFrame:
+    """The images of the classes in ``label`` (wnid -> label), best text_sim first, at most
+    ``quota`` per class; a URL named by several of the classes goes to its best row.
+    ``per_url``: one row per (wnid, url). Returns SELECTION_COLUMNS with ``rank_in_class``."""
+    pool = per_url[per_url["wnid"].isin(label)].copy()
+    pool["label"] = pool["wnid"].map(label).astype("int64")
+    pool = pool.sort_values(["url", "text_sim", "label", "key"], ascending=[True, False, True, True], kind="stable")
+    pool = pool.drop_duplicates("url", keep="first")
+    pool = pool.sort_values(["label", "text_sim", "key"], ascending=[True, False, True], kind="stable")
+    sel = pool.groupby("label", sort=True).head(quota).copy()
+    sel["rank_in_class"] = sel.groupby("label").cumcount().astype("int64")
+    return sel.rename(columns={"similarity": "clip_sim"})[SELECTION_COLUMNS].reset_index(drop=True)
+
 def select(text_sim_path: str | Path, candidates_path: str | Path, params: dict,
            out_classes: str | Path, out_selection: str | Path, out_table: str | Path,
            provenance: dict | None = None, clip_scores: pd.DataFrame | None = None) -> dict:
@@ -128,15 +142,7 @@ def select(text_sim_path: str | Path, candidates_path: str | Path, params: dict,
     chosen = ranked[:n_classes]
     label = {w: i for i, w in enumerate(chosen)}
 
-    # images: best text_sim first; a URL shared by selected classes goes to its best row
-    pool = per_url[per_url["wnid"].isin(label)].copy()
-    pool["label"] = pool["wnid"].map(label).astype("int64")
-    pool = pool.sort_values(["url", "text_sim", "label", "key"], ascending=[True, False, True, True], kind="stable")
-    pool = pool.drop_duplicates("url", keep="first")
-    pool = pool.sort_values(["label", "text_sim", "key"], ascending=[True, False, True], kind="stable")
-    sel = pool.groupby("label", sort=True).head(quota).copy()
-    sel["rank_in_class"] = sel.groupby("label").cumcount().astype("int64")
-    sel = sel.rename(columns={"similarity": "clip_sim"})[SELECTION_COLUMNS].reset_index(drop=True)
+    sel = assign_images(per_url, label, quota)
     n_sel = sel.groupby("label").size()
     short = [(label[w], w, int(n_sel.get(label[w], 0))) for w in chosen if n_sel.get(label[w], 0) < images_per_class]
     if short:
