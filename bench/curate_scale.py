@@ -67,6 +67,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "workflow"))
 
+import rusage  # noqa: E402
 import synth_captions  # noqa: E402
 
 SHARES = {"none": 0.33, "several": 0.22, "one": 0.45}
@@ -359,28 +360,10 @@ def child_env() -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "workflow")] + ([pp] if pp else [])))
 
 
-# A child forked from this (large) process and exec'ed starts its ru_maxrss at this process's
-# RSS (Linux keeps the pre-exec high-water mark in the task's rusage), so each step is
-# started by this small launcher process instead, which reads the step's own rusage.
-LAUNCHER = r"""
-import os, subprocess, sys
-p = subprocess.Popen(sys.argv[2:])
-_, status, ru = os.wait4(p.pid, 0)
-with open(sys.argv[1], "w") as f:
-    f.write(f"{ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
 def _spawn(cmd: list[str], log_path: Path) -> tuple[int, float, float]:
     """Run cmd, output to log_path; (exit status, peak RSS MiB, CPU s) of that process alone."""
-    with open(log_path, "w") as log, tempfile.NamedTemporaryFile("r", suffix=".rusage") as tf:
-        rc = subprocess.call([sys.executable, "-c", LAUNCHER, tf.name, *cmd], env=child_env(),
-                             stdout=log, stderr=subprocess.STDOUT)
-        fields = tf.read().split()
-    if len(fields) != 2:  # the launcher could not start the command
-        return rc or 1, float("nan"), float("nan")
-    return rc, float(fields[0]) / 1024, float(fields[1])
+    with open(log_path, "w") as log:
+        return rusage.spawn(cmd, env=child_env(), stdout=log)
 
 
 def run_step(args: list[str], log_path: Path) -> dict:

@@ -2,20 +2,20 @@
 
 Writes synthetic LAION metadata parts (URL, TEXT, WIDTH, HEIGHT, similarity, punsafe;
 captions from bench/synth_captions.py; row groups of 100,000 rows like LAION's parts) of
-1,000, 250,000 and 1,000,000 rows, runs ``imagenot curate match`` on each in its own
-process and reads that process's peak RSS (``os.wait4``'s ru_maxrss). The matcher
+1,000, 250,000, 1,000,000 and 4,000,000 rows, runs ``imagenot curate match`` on each in its own
+process and reads that process's own peak RSS (bench/rusage.py: through a launcher, since a
+child of this large process would inherit its high-water mark). The matcher
 streams record batches (``ParquetFile.iter_batches``), so the peak should be the fixed
 cost (Python, Arrow, the full-WordNet matcher) plus one batch, the same for every length.
 
     PYTHONPATH=workflow:bench python bench/match_memory.py [--vocab results/curate/vocab.parquet]
-        [--rows 1000 250000 1000000] [--out bench/match_memory.txt]
+        [--rows 1000 250000 1000000 4000000] [--out bench/match_memory.txt]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "workflow"))
 
+import rusage  # noqa: E402
 from synth_captions import captions  # noqa: E402
 
 
@@ -50,19 +51,17 @@ def run_match(part: Path, vocab: Path, out: Path) -> tuple[float, float, dict]:
     cmd = [sys.executable, "-m", "imagenot.cli", "curate", "match", "--input", str(part), "--vocab", str(vocab),
            "--out", str(out), "--report", str(out.with_suffix(".json"))]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env)
-    _, status, ru = os.wait4(proc.pid, 0)
+    rc, rss, _ = rusage.spawn(cmd, env=env)  # this process is large: measure the child alone
     wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd} failed with {proc.returncode}")
-    return ru.ru_maxrss / 1024, wall, json.loads(out.with_suffix(".json").read_text())
+    if rc != 0:
+        raise SystemExit(f"{cmd} failed with {rc}")
+    return rss, wall, json.loads(out.with_suffix(".json").read_text())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vocab", help="vocab.parquet (default: build from WordNet)")
-    ap.add_argument("--rows", type=int, nargs="+", default=[1_000, 250_000, 1_000_000])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000, 250_000, 1_000_000, 4_000_000])
     ap.add_argument("--out", default=str(Path(__file__).with_suffix(".txt")))
     args = ap.parse_args()
     tmpdir = tempfile.TemporaryDirectory()
