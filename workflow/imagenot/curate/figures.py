@@ -282,7 +282,7 @@ def class_sums(path: str | Path) -> tuple[list, np.ndarray, np.ndarray]:
     elif path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, pre_buffer=False)  # streamed: see curate.match.open_parquet
         cols = pf.schema_arrow.names
         label_col = "label" if "label" in cols else "wnid" if "wnid" in cols else None
         if "embedding" not in cols or label_col is None:
