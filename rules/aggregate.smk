@@ -32,21 +32,6 @@ def figure_outputs(stem, name, category="Figures"):
     return files
 
 
-def transfer_results(mode):
-    """results/transfer/{dataset}/{model}/seed{seed}/{mode}.json for every pretraining run.
-
-    Pretraining datasets: config transfer.pretrain_datasets when the transfer stage defines
-    it, else every curated dataset.
-    """
-    datasets = (config.get("transfer") or {}).get("pretrain_datasets") or CURATED
-    return expand(
-        f"results/transfer/{{dataset}}/{{model}}/seed{{seed}}/{mode}.json",
-        dataset=datasets,
-        model=MODELS,
-        seed=SEEDS,
-    )
-
-
 rule accuracies:
     """Table: top-1 with 95% interval per (model, dataset, seed)."""
     input:

@@ -21,6 +21,7 @@ MODELS = list(config["models"])
 SEEDS = config["training"]["seeds"]
 DATASETS = list(config["datasets"])
 CURATED = [d for d, spec in config["datasets"].items() if spec["source"] == "curated"]
+BENCHMARKS = [d for d, spec in config["datasets"].items() if spec["source"] in ("cifar10", "digits")]
 
 TABLES = "results/tables"
 FIGURES = "results/figures"
@@ -49,7 +50,7 @@ def all_match_parts(kind="parquet"):
 
 def dataset_dir(wildcards):
     spec = config["datasets"][wildcards.dataset]
-    if spec["source"] == "curated":
+    if spec["source"] in ("curated", "cifar10", "digits"):
         return f"results/datasets/{wildcards.dataset}"
     return spec["path"]
 
@@ -82,6 +83,17 @@ def run_outputs(stage, filename):
     return expand(
         f"results/{stage}/{{dataset}}/{{model}}/seed{{seed}}/{filename}",
         dataset=DATASETS,
+        model=MODELS,
+        seed=SEEDS,
+    )
+
+
+def transfer_results(mode):
+    """results/transfer/{dataset}/{model}/seed{seed}/{mode}.json for every run pretrained on
+    the curated dataset (models trained on a benchmark such as CIFAR-10 are not transferred)."""
+    return expand(
+        f"results/transfer/{{dataset}}/{{model}}/seed{{seed}}/{mode}.json",
+        dataset=CURATED,
         model=MODELS,
         seed=SEEDS,
     )
@@ -121,8 +133,4 @@ def transfer_runtime():
 # robustness (evaluation.robustness.enabled) and transfer (transfer.modes) for every run
 if config["evaluation"]["robustness"]["enabled"]:
     ALL_TARGETS += run_outputs("eval", "robustness.json")
-ALL_TARGETS += [
-    path
-    for mode in config["transfer"]["modes"]
-    for path in run_outputs("transfer", f"{mode}.json")
-]
+ALL_TARGETS += [path for mode in config["transfer"]["modes"] for path in transfer_results(mode)]

@@ -37,6 +37,8 @@ rule download:
 
 rule split:
     """Per-class train/val/test split into WebDataset shards."""
+    wildcard_constraints:
+        dataset="|".join(CURATED) or "^$",
     input:
         report="results/download/{dataset}/report.json",
         classes=rules.curate_select.output.classes,
@@ -51,3 +53,19 @@ rule split:
     shell:
         "imagenot split --download-dir results/download/{wildcards.dataset} --classes {input.classes}"
         " --params {params.split:q} --out-dir {output} > {log} 2>&1"
+
+
+rule benchmark_dataset:
+    """CIFAR-10 (torchvision) or digits in the split's layout, to train the zoo on from scratch."""
+    wildcard_constraints:
+        dataset="|".join(BENCHMARKS) or "^$",
+    output:
+        directory("results/datasets/{dataset}"),
+    params:
+        spec=lambda wildcards: as_json(config["datasets"][wildcards.dataset]),
+    log:
+        "logs/benchmark_dataset/{dataset}.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "imagenot benchmark-dataset --params {params.spec:q} --out-dir {output} > {log} 2>&1"

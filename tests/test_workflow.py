@@ -42,11 +42,13 @@ def test_paper_dry_run_plans_the_whole_study(tmp_path):
     counts = job_counts(r.stdout + r.stderr)
     assert counts["fetch_laion2B-en"] == 128
     assert counts["curate_match"] == 128
-    assert counts["train"] == 9 * 3 and counts["evaluate"] == 9 * 3
-    assert counts["robustness"] == 9 * 3 and counts["transfer"] == 9 * 3 * 2 and counts["transfer_data"] == 1
-    # tuning (Appendix A): 24 trials per model, successive halving over rungs of 24 / 8 / 3
+    # 9 models x 3 seeds on ImageNot and on CIFAR-10 (Figure 9's panel); transfer from ImageNot only
+    assert counts["train"] == 2 * 9 * 3 and counts["evaluate"] == 2 * 9 * 3 and counts["robustness"] == 2 * 9 * 3
+    assert counts["transfer"] == 9 * 3 * 2 and counts["transfer_data"] == 1 and counts["benchmark_dataset"] == 1
+    # tuning (Appendix A): 24 trials per (dataset, model), successive halving over rungs of 24 / 8 / 3
     assert counts["tune_protocol"] == 1
-    assert counts["tune_trial"] == 9 * (24 + 8 + 3) and counts["tune_rung"] == 9 * 3 and counts["tune_best"] == 9
+    assert counts["tune_trial"] == 2 * 9 * (24 + 8 + 3) and counts["tune_rung"] == 2 * 9 * 3
+    assert counts["tune_best"] == 2 * 9
     for rule in ("wordnet", "curate_vocab", "curate_select", "download", "split", "fig1", "rank_agreement"):
         assert counts[rule] == 1
     print(f"paper.yaml dry run: {sum(counts.values())} jobs planned in {seconds:.1f} s")
@@ -115,6 +117,11 @@ def test_tiny_end_to_end_produces_tables_and_figure(tiny_run):
     assert -1 <= row["spearman_rho"] <= 1 and -1 <= row["kendall_tau"] <= 1
     for ext in ("png", "pdf"):
         assert (work / f"results/figures/fig1_relative_improvement.{ext}").stat().st_size > 1000
+    # the zoo is also trained from scratch on a benchmark (digits here, CIFAR-10 in paper.yaml):
+    # its own rank agreement row and Figure 9 panel
+    assert set(acc["dataset"]) == {"imagenot", "digits"}
+    assert set(ranks["dataset"]) >= {"imagenot", "digits"}
+    assert "Digits: spearman=" in (work / "logs/aggregate/fig9.log").read_text()
     filters = pd.read_csv(work / "results/tables/curation_filters.csv")
     assert len(filters) >= 8 and (filters["synsets_removed"] > 0).sum() >= 4
     report = yaml.safe_load((work / "results/download/imagenot/report.json").read_text())
@@ -136,11 +143,14 @@ def test_tiny_rerun_does_nothing_and_epoch_change_reruns_one_model(tiny_run):
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     counts = job_counts(out)
-    assert counts.pop("train") == 1 and counts.pop("evaluate") == 1
+    # resnet18 on each of the two datasets, nothing else trained again
+    assert counts.pop("train") == 2 and counts.pop("evaluate") == 2
     # robustness and transfer of the retrained model follow it
     assert set(counts) <= {"accuracies", "rank_agreement", "fig1", "pairwise", "fig_rank_stability", "all", "total",
                            "robustness", "transfer", "fig8a", "fig8b", "fig9"}
     assert "wildcards: dataset=imagenot, model=resnet18, seed=0" in out
+    assert "wildcards: dataset=digits, model=resnet18, seed=0" in out
+    assert "model=alexnet" not in out and "model=mobilenet_v3_small" not in out
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ ANALYSIS_DEFAULTS = {"baseline_model": "alexnet", "n_bootstrap": 1000, "confiden
                      "rank_stability_replicates": 500, "rank_stability_points": 16}
 
 # how dataset/reference names are written in figures; anything else is shown as given
-DATASET_LABELS = {"imagenet": "ImageNet", "imagenot": "ImageNot", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+DATASET_LABELS = {"imagenet": "ImageNet", "imagenot": "ImageNot", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "Digits"}
 
 # tolerance when checking that an interval contains its estimate / predictions match metrics
 _TOL = 1e-6

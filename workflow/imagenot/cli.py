@@ -28,6 +28,7 @@ STAGES = {
     "imagenot.curate.figures": ["curation-figures"],
     "imagenot.download": ["download"],
     "imagenot.dataset": ["split"],
+    "imagenot.benchmarks": ["benchmark-dataset"],
     "imagenot.models": ["models", "reference"],
     "imagenot.train": ["train"],
     "imagenot.tune": ["tune"],
