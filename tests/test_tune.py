@@ -104,7 +104,7 @@ def test_protocol_lock_refuses_a_change_and_records_a_reason(tmp_path, imagenot_
     first = tune.lock_protocol(spec, out)
     assert read_json(out) == first
     assert first["tuning"]["n_trials"] == 24 and first["training"]["seeds"] == [0, 1, 2]
-    assert set(first["models"]) == set(spec["models"]) and first["datasets"] == ["imagenot"]
+    assert set(first["models"]) == set(spec["models"]) and first["datasets"] == ["imagenot", "cifar10"]
     assert "enabled" not in first["tuning"] and "protocol_change_reason" not in first["tuning"]
     # the same config again: accepted, nothing new in the history
     tune.lock_protocol(paper_spec(), out)
@@ -315,14 +315,16 @@ def test_workflow_plans_tuning_before_training(tmp_path):
     from test_workflow import job_counts
 
     counts = job_counts(out)
-    # 3 models x (3 + 2) slots: rungs of 1 and 2 epochs
+    # 2 datasets (imagenot, digits) x 3 models x (3 + 2) slots: rungs of 1 and 2 epochs
     plan = tune.rung_plan({"n_trials": 3, "eta": 2, "min_epochs": 1, "max_epochs": 2})
     assert [(p["epochs"], p["slots"]) for p in plan] == [(1, 3), (2, 2)]
-    assert counts["tune_protocol"] == 1 and counts["tune_trial"] == 3 * 5
-    assert counts["tune_rung"] == 3 * 2 and counts["tune_best"] == 3 and counts["train"] == 3
+    assert counts["tune_protocol"] == 1 and counts["tune_trial"] == 2 * 3 * 5
+    assert counts["tune_rung"] == 2 * 3 * 2 and counts["tune_best"] == 2 * 3 and counts["train"] == 2 * 3
     train_inputs = re.findall(r"rule train:\n\s+input: ([^\n]+)", out)
-    assert len(train_inputs) == 3
-    assert all(re.search(r"results/tune/imagenot/[a-z0-9_]+/best\.json", line) for line in train_inputs)
+    assert len(train_inputs) == 6
+    for line in train_inputs:  # each training job reads the best trial of its own (dataset, model)
+        m = re.search(r"results/datasets/([a-z]+).*results/tune/([a-z]+)/[a-z0-9_]+/best\.json", line)
+        assert m and m.group(1) == m.group(2), line
 
 
 @pytest.mark.slow
