@@ -222,7 +222,14 @@ def test_cli_train(dataset_dir, tmp_path):
         "--data-dir", str(dataset_dir), "--seed", "0", "--params", json.dumps(params), "--out-dir", str(tmp_path),
     ])
     assert args.func(args) == 0
-    assert {p.name for p in tmp_path.iterdir()} >= {"checkpoint.pt", "model.pt", "history.csv", "train.json"}
+    # a finished job keeps its outputs; its resume checkpoints are removed (training.keep_checkpoints)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.pt", "history.csv", "train.json"}
+    args = parser.parse_args([
+        "train", "--model", "mnv3", "--recipe", json.dumps(dict(SMALL, epochs=1)), "--data-dir", str(dataset_dir),
+        "--seed", "0", "--params", json.dumps(dict(params, keep_checkpoints=True)), "--out-dir", str(tmp_path / "k"),
+    ])
+    assert args.func(args) == 0
+    assert {p.name for p in (tmp_path / "k").iterdir()} == {"checkpoint.pt", "model.pt", "history.csv", "train.json"}
     args = parser.parse_args(["train", "--model", "m", "--recipe", "{bad", "--data-dir", "d", "--seed", "0",
                               "--params", "{}", "--out-dir", str(tmp_path)])
     with pytest.raises(InputError, match="--recipe: not valid JSON"):

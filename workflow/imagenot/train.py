@@ -72,7 +72,7 @@ TRAINING_FIELDS = (
     "clip_grad_norm", "aux_loss_weight",
 )
 PARAM_DEFAULTS = {"device": "auto", "num_workers": 0, "threads": 1, "patience": 10, "amp": True,
-                  "compile": False, "max_epochs": None}
+                  "compile": False, "max_epochs": None, "keep_checkpoints": False}
 PARAM_IGNORED = ("seeds", "recipe_defaults")  # parts of the config section train does not use
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_acc", "seconds", "images_per_s"]
 PREEMPT_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -800,6 +800,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except Preempted as e:
         log.warning("%s", e)
         return e.exit_code  # non-zero: SLURM requeues / Snakemake retries, the rerun resumes
+    if not params.get("keep_checkpoints") and os.environ.get("RANK", "0") == "0":
+        # the job is done and model.pt written: its resume checkpoints only take disk space
+        # (optimizer state included, ~3x the model: 9 GB over the demo's nine models)
+        ckpt = Path(args.out_dir) / "checkpoint.pt"
+        for path in (ckpt, previous_path(ckpt)):
+            path.unlink(missing_ok=True)
     return 0
 
 
@@ -810,7 +816,8 @@ def add_commands(sub) -> None:
     p.add_argument("--data-dir", required=True, help="dataset directory with classes.csv and train/ val/ test/ shards")
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--params", required=True,
-                   help="JSON: the config's training section (device, num_workers, threads, patience, amp, compile, max_epochs)")
+                   help="JSON: the config's training section (device, num_workers, threads, patience, amp, compile, max_epochs, "
+                        "keep_checkpoints)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--overrides", nargs="*", default=[], metavar="FILE",
                    help="best.json files of imagenot tune best: their 'overrides' replace recipe fields")
