@@ -50,7 +50,7 @@ def all_match_parts(kind="parquet"):
 
 def dataset_dir(wildcards):
     spec = config["datasets"][wildcards.dataset]
-    if spec["source"] in ("curated", "cifar10", "digits"):
+    if wildcards.dataset in CURATED + BENCHMARKS:  # built by the workflow (split, benchmark_dataset)
         return f"results/datasets/{wildcards.dataset}"
     return spec["path"]
 
